@@ -1,0 +1,479 @@
+//! systemd over D-Bus: the seam every unit start, stop, mount and CPU quota
+//! goes through. Nothing here shells out to `systemctl`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use zbus_systemd::systemd1::{ManagerProxy, UnitProxy};
+use zbus_systemd::zbus::{self, Connection, OwnedObjectPath, OwnedVariant, Variant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum UnitError {
+    #[error("cannot talk to systemd over D-Bus: {0}")]
+    Bus(String),
+    #[error("unit {unit} failed to {verb} ({result}){tail}", tail = fmt_tail(journal))]
+    JobFailed {
+        unit: String,
+        verb: &'static str,
+        result: String,
+        journal: String,
+    },
+    #[error("unit {unit} did not {verb} within {secs} s{tail}", tail = fmt_tail(journal))]
+    Timeout {
+        unit: String,
+        verb: &'static str,
+        secs: u64,
+        journal: String,
+    },
+    #[error("unit {unit} does not exist (is the NixOS module enabled and the system switched?)")]
+    NotFound { unit: String },
+}
+
+fn fmt_tail(journal: &str) -> String {
+    if journal.trim().is_empty() {
+        String::new()
+    } else {
+        format!("; its journal ends with:\n{}", indent(journal))
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl From<zbus::Error> for UnitError {
+    fn from(e: zbus::Error) -> Self {
+        UnitError::Bus(e.to_string())
+    }
+}
+
+/// What `systemctl show -p LoadState,ActiveState,SubState` would say.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UnitState {
+    pub load: String,
+    pub active: String,
+    pub sub: String,
+}
+
+impl UnitState {
+    pub fn is_active(&self) -> bool {
+        self.active == "active" || self.active == "reloading"
+    }
+    pub fn is_failed(&self) -> bool {
+        self.active == "failed"
+    }
+}
+
+impl std::fmt::Display for UnitState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.load != "loaded" {
+            write!(f, "{} ({})", self.active, self.load)
+        } else {
+            write!(f, "{} ({})", self.active, self.sub)
+        }
+    }
+}
+
+/// A mount made as a transient systemd mount unit, so that systemd knows it,
+/// units can bind to it, and it is stopped when its backing device vanishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountSpec {
+    pub what: String,
+    pub r#where: std::path::PathBuf,
+    pub fstype: String,
+    pub options: Vec<String>,
+    /// Device units the mount is bound to (e.g. `dev-sda.device`): when the
+    /// disk disappears, systemd stops the mount and everything bound to it.
+    pub binds_to: Vec<String>,
+}
+
+/// The side effects on systemd, behind one narrow trait.
+pub trait Systemd {
+    fn start(&self, unit: &str, timeout: Duration) -> Result<(), UnitError>;
+    fn stop(&self, unit: &str, timeout: Duration) -> Result<(), UnitError>;
+    fn state(&self, unit: &str) -> Result<UnitState, UnitError>;
+    fn mount(&self, spec: &MountSpec, timeout: Duration) -> Result<(), UnitError>;
+    /// Sets `CPUQuotaPerSecUSec` at runtime; `None` removes the limit.
+    fn set_cpu_quota(&self, unit: &str, usec_per_sec: Option<u64>) -> Result<(), UnitError>;
+    /// The current `CPUQuotaPerSecUSec`, `None` when unlimited.
+    fn cpu_quota(&self, unit: &str) -> Result<Option<u64>, UnitError>;
+    /// The last lines of the unit's journal for this boot, for error reports.
+    fn journal_tail(&self, unit: &str, lines: usize) -> String;
+}
+
+/// systemd's "no limit" value for time properties.
+const USEC_INFINITY: u64 = u64::MAX;
+
+/// The real implementation, on the system bus.
+#[derive(Debug, Clone)]
+pub struct DbusSystemd {
+    conn: Connection,
+    journalctl: String,
+}
+
+impl DbusSystemd {
+    pub fn system(journalctl: &str) -> Result<Self, UnitError> {
+        let conn = zbus::block_on(Connection::system()).map_err(|e| {
+            UnitError::Bus(format!(
+                "{e} (is this a systemd machine, and are you root?)"
+            ))
+        })?;
+        Ok(DbusSystemd {
+            conn,
+            journalctl: journalctl.to_owned(),
+        })
+    }
+
+    /// Runs a job (start/stop/transient start) and waits for its JobRemoved
+    /// signal. The subscription is made before the job is queued so that a
+    /// fast job cannot finish unseen.
+    fn run_job<'a, F, Fut>(
+        &'a self,
+        unit: &str,
+        verb: &'static str,
+        timeout: Duration,
+        queue: F,
+    ) -> Result<(), UnitError>
+    where
+        F: FnOnce(ManagerProxy<'a>) -> Fut,
+        Fut: std::future::Future<Output = zbus::Result<OwnedObjectPath>>,
+    {
+        let outcome = zbus::block_on(async {
+            let manager = ManagerProxy::new(&self.conn).await?;
+            // Without a subscriber systemd may not emit job signals at all.
+            manager.subscribe().await?;
+            let mut removed = manager.receive_job_removed().await?;
+            let job = queue(manager.clone()).await?;
+            let rt = zruntime::SharedRuntime::current().map_err(|e| zbus::Error::Failure(e.to_string()))?;
+            let waited = rt
+                .timeout(timeout, async {
+                    while let Some(signal) = removed.next().await {
+                        let args = signal.args()?;
+                        if args.job == job {
+                            return Ok::<String, zbus::Error>(args.result.clone());
+                        }
+                    }
+                    Err(zbus::Error::Failure("the job signal stream ended".into()))
+                })
+                .await;
+            Ok::<_, zbus::Error>(waited)
+        });
+        match outcome {
+            Err(zbus::Error::MethodError(name, msg, _))
+                if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" =>
+            {
+                let _ = msg;
+                Err(UnitError::NotFound {
+                    unit: unit.to_owned(),
+                })
+            }
+            Err(e) => Err(UnitError::Bus(e.to_string())),
+            Ok(Err(_elapsed)) => Err(UnitError::Timeout {
+                unit: unit.to_owned(),
+                verb,
+                secs: timeout.as_secs(),
+                journal: self.journal_tail(unit, 15),
+            }),
+            Ok(Ok(Err(e))) => Err(UnitError::Bus(e.to_string())),
+            Ok(Ok(Ok(result))) if result == "done" => Ok(()),
+            Ok(Ok(Ok(result))) => {
+                // "dependency" means another unit failed; its name is in the
+                // journal of the unit we asked for.
+                Err(UnitError::JobFailed {
+                    unit: unit.to_owned(),
+                    verb,
+                    result,
+                    journal: self.journal_tail(unit, 15),
+                })
+            }
+        }
+    }
+
+    fn load_unit_path(&self, unit: &str) -> Result<OwnedObjectPath, UnitError> {
+        Ok(zbus::block_on(async {
+            ManagerProxy::new(&self.conn)
+                .await?
+                .load_unit(unit.to_owned())
+                .await
+        })?)
+    }
+
+    fn property_interface(unit: &str) -> &'static str {
+        match unit.rsplit_once('.').map(|(_, t)| t) {
+            Some("slice") => "org.freedesktop.systemd1.Slice",
+            Some("scope") => "org.freedesktop.systemd1.Scope",
+            Some("socket") => "org.freedesktop.systemd1.Socket",
+            Some("mount") => "org.freedesktop.systemd1.Mount",
+            _ => "org.freedesktop.systemd1.Service",
+        }
+    }
+}
+
+impl Systemd for DbusSystemd {
+    fn start(&self, unit: &str, timeout: Duration) -> Result<(), UnitError> {
+        let r = self.run_job(unit, "start", timeout, |m| async move {
+            m.start_unit(unit.to_owned(), "replace".into()).await
+        });
+        if r.is_ok() {
+            // A Type=simple service whose process dies at once still
+            // finishes its start job with "done"; look at the state too.
+            let st = self.state(unit)?;
+            if !st.is_active() && st.active != "activating" {
+                return Err(UnitError::JobFailed {
+                    unit: unit.to_owned(),
+                    verb: "start",
+                    result: format!("it is {st} right after starting"),
+                    journal: self.journal_tail(unit, 15),
+                });
+            }
+        }
+        r
+    }
+
+    fn stop(&self, unit: &str, timeout: Duration) -> Result<(), UnitError> {
+        match self.run_job(unit, "stop", timeout, |m| async move {
+            m.stop_unit(unit.to_owned(), "replace".into()).await
+        }) {
+            // Stopping a unit that does not exist is already done.
+            Err(UnitError::NotFound { .. }) => Ok(()),
+            other => other,
+        }
+    }
+
+    fn state(&self, unit: &str) -> Result<UnitState, UnitError> {
+        let path = self.load_unit_path(unit)?;
+        Ok(zbus::block_on(async {
+            let u = UnitProxy::builder(&self.conn).path(path).build().await?;
+            Ok::<_, zbus::Error>(UnitState {
+                load: u.load_state().await?,
+                active: u.active_state().await?,
+                sub: u.sub_state().await?,
+            })
+        })?)
+    }
+
+    fn mount(&self, spec: &MountSpec, timeout: Duration) -> Result<(), UnitError> {
+        let unit = path_unit_name(&spec.r#where, "mount");
+        // A failed transient unit lingers until reset; clear it so the name
+        // can be used again.
+        let _ = zbus::block_on(async {
+            ManagerProxy::new(&self.conn)
+                .await?
+                .reset_failed_unit(unit.clone())
+                .await
+        });
+        let props = mount_properties(spec)?;
+        self.run_job(&unit, "mount", timeout, |m| {
+            let unit = unit.clone();
+            async move { m.start_transient_unit(unit, "fail".into(), props, vec![]).await }
+        })
+    }
+
+    fn set_cpu_quota(&self, unit: &str, usec_per_sec: Option<u64>) -> Result<(), UnitError> {
+        let value: OwnedVariant = Variant::U64(usec_per_sec.unwrap_or(USEC_INFINITY))
+            .try_into()
+            .map_err(|e: zbus::Error| UnitError::Bus(e.to_string()))?;
+        Ok(zbus::block_on(async {
+            ManagerProxy::new(&self.conn)
+                .await?
+                .set_unit_properties(
+                    unit.to_owned(),
+                    true,
+                    vec![("CPUQuotaPerSecUSec".to_owned(), value)],
+                )
+                .await
+        })?)
+    }
+
+    fn cpu_quota(&self, unit: &str) -> Result<Option<u64>, UnitError> {
+        let path = self.load_unit_path(unit)?;
+        let iface = Self::property_interface(unit);
+        let v: u64 = zbus::block_on(async {
+            let props = zbus::fdo::PropertiesProxy::builder(&self.conn)
+                .destination("org.freedesktop.systemd1")
+                .path(path)
+                .build()
+                .await?;
+            let iface = zbus::names::InterfaceName::try_from(iface)?;
+            let v = props.get(iface, "CPUQuotaPerSecUSec").await?;
+            u64::try_from(v).map_err(zbus::Error::from)
+        })?;
+        Ok((v != USEC_INFINITY).then_some(v))
+    }
+
+    fn journal_tail(&self, unit: &str, lines: usize) -> String {
+        let out = std::process::Command::new(&self.journalctl)
+            .args(["--no-pager", "--quiet", "-b", "-o", "short-precise", "-n"])
+            .arg(lines.to_string())
+            .arg("-u")
+            .arg(unit)
+            .stdin(std::process::Stdio::null())
+            .output();
+        match out {
+            Ok(o) => String::from_utf8_lossy(&o.stdout).trim_end().to_owned(),
+            Err(e) => format!("(could not run {}: {e})", self.journalctl),
+        }
+    }
+}
+
+fn mount_properties(spec: &MountSpec) -> Result<Vec<(String, OwnedVariant)>, UnitError> {
+    fn v<'a>(x: impl Into<Variant<'a>>) -> Result<OwnedVariant, UnitError> {
+        x.into()
+            .try_into()
+            .map_err(|e: zbus::Error| UnitError::Bus(e.to_string()))
+    }
+    let mut props = vec![
+        (
+            "Description".to_owned(),
+            v(format!("Immich appliance drive at {}", spec.r#where.display()))?,
+        ),
+        ("What".to_owned(), v(spec.what.clone())?),
+        ("Type".to_owned(), v(spec.fstype.clone())?),
+        ("Options".to_owned(), v(spec.options.join(","))?),
+        // Collected when it stops or fails, so the next start is clean.
+        ("CollectMode".to_owned(), v("inactive-or-failed")?),
+    ];
+    if !spec.binds_to.is_empty() {
+        props.push(("BindsTo".to_owned(), v(spec.binds_to.clone())?));
+        props.push(("After".to_owned(), v(spec.binds_to.clone())?));
+    }
+    Ok(props)
+}
+
+/// Waits until `check` is true or the deadline passes, polling gently.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `systemd-escape --path`: the unit name systemd uses for a path.
+pub fn escape_path(path: &Path) -> String {
+    let s = path.to_string_lossy();
+    let trimmed: Vec<&str> = s.split('/').filter(|c| !c.is_empty()).collect();
+    if trimmed.is_empty() {
+        return "-".to_owned();
+    }
+    let joined = trimmed.join("/");
+    let mut out = String::with_capacity(joined.len());
+    for (i, b) in joined.bytes().enumerate() {
+        match b {
+            b'/' => out.push('-'),
+            b'.' if i == 0 => out.push_str("\\x2e"),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b':' | b'_' | b'.' => out.push(b as char),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out
+}
+
+/// The unit name for a path with a suffix, e.g. `/dev/sda` → `dev-sda.device`.
+pub fn path_unit_name(path: &Path, suffix: &str) -> String {
+    format!("{}.{suffix}", escape_path(path))
+}
+
+/// A plausible systemd unit name: `name.type`, no spaces or slashes.
+pub fn is_valid_unit_name(name: &str) -> bool {
+    const TYPES: [&str; 11] = [
+        "service", "socket", "target", "device", "mount", "automount", "swap", "timer", "path",
+        "slice", "scope",
+    ];
+    match name.rsplit_once('.') {
+        Some((stem, ty)) => {
+            !stem.is_empty()
+                && name.len() <= 255
+                && TYPES.contains(&ty)
+                && stem
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b":-_.\\@".contains(&b))
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_paths_like_systemd_escape() {
+        // Expected values are what `systemd-escape --path` prints.
+        for (path, want) in [
+            ("/srv/immich", "srv-immich"),
+            ("/dev/sda", "dev-sda"),
+            ("/", "-"),
+            ("/dev/mapper/immich-data", "dev-mapper-immich\\x2ddata"),
+            ("/mnt/my photos/", "mnt-my\\x20photos"),
+            ("//a//b", "a-b"),
+            ("/.hidden/x", "\\x2ehidden-x"),
+            ("/dev/disk/by-id/usb-QEMU_x-0:0", "dev-disk-by\\x2did-usb\\x2dQEMU_x\\x2d0:0"),
+        ] {
+            assert_eq!(escape_path(Path::new(path)), want, "{path}");
+        }
+        assert_eq!(path_unit_name(Path::new("/srv/immich"), "mount"), "srv-immich.mount");
+    }
+
+    #[test]
+    fn unit_names_are_checked() {
+        for ok in [
+            "postgresql.target",
+            "redis-immich.service",
+            "system-immich.slice",
+            "dev-mapper-immich\\x2ddata.device",
+            "getty@tty1.service",
+        ] {
+            assert!(is_valid_unit_name(ok), "{ok}");
+        }
+        for bad in ["", "postgresql", "a b.service", ".service", "x.exe", "a/b.service"] {
+            assert!(!is_valid_unit_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unit_state_display_and_predicates() {
+        let s = UnitState {
+            load: "loaded".into(),
+            active: "active".into(),
+            sub: "running".into(),
+        };
+        assert!(s.is_active());
+        assert_eq!(s.to_string(), "active (running)");
+        let missing = UnitState {
+            load: "not-found".into(),
+            active: "inactive".into(),
+            sub: "dead".into(),
+        };
+        assert!(!missing.is_active());
+        assert_eq!(missing.to_string(), "inactive (not-found)");
+    }
+
+    #[test]
+    fn mount_properties_bind_to_the_device() {
+        let spec = MountSpec {
+            what: "/dev/mapper/immich-data".into(),
+            r#where: "/srv/immich".into(),
+            fstype: "ext4".into(),
+            options: vec!["nodev".into(), "nosuid".into()],
+            binds_to: vec!["dev-sda.device".into()],
+        };
+        let props = mount_properties(&spec).unwrap();
+        let names: Vec<&str> = props.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["Description", "What", "Type", "Options", "CollectMode", "BindsTo", "After"]
+        );
+        let opts = &props[3].1;
+        assert_eq!(String::try_from(opts.try_clone().unwrap()).unwrap(), "nodev,nosuid");
+    }
+}

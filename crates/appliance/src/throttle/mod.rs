@@ -1,0 +1,2 @@
+mod quiet;
+pub use quiet::QuietHours;
