@@ -212,10 +212,12 @@ impl Config {
         let mut merged: toml::Table = DEFAULTS_TOML
             .parse()
             .expect("modules/defaults.toml parses; a unit test guards this");
-        let user: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
-            path: path.to_owned(),
-            message: e.message().to_owned(),
-        })?;
+        let user: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                path: path.to_owned(),
+                message: e.message().to_owned(),
+            })?;
         merge(&mut merged, user, "", path)?;
         let cfg: Config = toml::Value::Table(merged)
             .try_into()
@@ -345,7 +347,12 @@ fn type_name(v: &toml::Value) -> &'static str {
 }
 
 /// Merges `user` into `base`, refusing keys that `base` does not have.
-fn merge(base: &mut toml::Table, user: toml::Table, prefix: &str, path: &Path) -> Result<(), ConfigError> {
+fn merge(
+    base: &mut toml::Table,
+    user: toml::Table,
+    prefix: &str,
+    path: &Path,
+) -> Result<(), ConfigError> {
     for (key, value) in user {
         let full = if prefix.is_empty() {
             key.clone()
@@ -446,8 +453,9 @@ mod tests {
 
     #[test]
     fn user_values_override_defaults() {
-        let c = parse("[drive]\nmount-point = \"/mnt/photos\"\n[throttle]\nsetpoint-celsius = 75\n")
-            .unwrap();
+        let c =
+            parse("[drive]\nmount-point = \"/mnt/photos\"\n[throttle]\nsetpoint-celsius = 75\n")
+                .unwrap();
         assert_eq!(c.drive.mount_point, Path::new("/mnt/photos"));
         assert_eq!(c.mount_unit(), "mnt-photos.mount");
         assert_eq!(c.throttle.setpoint_celsius, 75.0);
@@ -460,7 +468,10 @@ mod tests {
         let err = parse("[throttle]\nsetpiont-celsius = 75\n").unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("`throttle.setpiont-celsius`"), "{msg}");
-        assert!(msg.contains("did you mean `throttle.setpoint-celsius`"), "{msg}");
+        assert!(
+            msg.contains("did you mean `throttle.setpoint-celsius`"),
+            "{msg}"
+        );
         let err = parse("[nonsense]\nx = 1\n").unwrap_err();
         assert!(err.to_string().contains("unknown key `nonsense`"), "{err}");
     }
@@ -480,14 +491,29 @@ mod tests {
     fn invalid_values_are_refused() {
         for (text, needle) in [
             ("[drive]\nmount-point = \"relative\"\n", "absolute"),
-            ("[layout.media]\npath = \"../escape\"\n", "layout.media.path"),
+            (
+                "[layout.media]\npath = \"../escape\"\n",
+                "layout.media.path",
+            ),
             ("[layout.media]\nmode = \"0999\"\n", "layout.media.mode"),
             ("[throttle]\nceiling-celsius = 82.0\n", "below 80"),
-            ("[throttle]\nsetpoint-celsius = 60.0\n", "release-celsius < setpoint-celsius"),
+            (
+                "[throttle]\nsetpoint-celsius = 60.0\n",
+                "release-celsius < setpoint-celsius",
+            ),
             ("[units]\nstack = []\n", "at least one unit"),
-            ("[units]\nstack = [\"a.service\", \"a.service\"]\n", "appears twice"),
-            ("[units]\nstack = [\"not a unit\"]\n", "not a systemd unit name"),
-            ("[throttle]\nquiet-hours-start = \"25:00\"\nquiet-hours-end = \"07:00\"\n", "quiet-hours"),
+            (
+                "[units]\nstack = [\"a.service\", \"a.service\"]\n",
+                "appears twice",
+            ),
+            (
+                "[units]\nstack = [\"not a unit\"]\n",
+                "not a systemd unit name",
+            ),
+            (
+                "[throttle]\nquiet-hours-start = \"25:00\"\nquiet-hours-end = \"07:00\"\n",
+                "quiet-hours",
+            ),
         ] {
             let err = parse(text).expect_err(text).to_string();
             assert!(err.contains(needle), "{text}: {err}");
@@ -497,7 +523,11 @@ mod tests {
     #[test]
     fn syntax_errors_name_the_file() {
         let err = parse("[drive\n").unwrap_err();
-        assert!(err.to_string().starts_with("config file test.toml is not valid TOML"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("config file test.toml is not valid TOML"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -3,6 +3,19 @@
 //! implementations, and the logic of the `immich-server` and
 //! `immich-throttle` binaries, which stay thin.
 
+pub mod backup;
+pub mod blockdev;
 pub mod config;
+pub mod drive;
+pub mod exit;
+pub mod fs_tools;
+pub mod host;
+pub mod immich;
+pub mod layout;
+pub mod lifecycle;
+pub mod luks;
+pub mod net;
+pub mod secret;
+pub mod status;
 pub mod systemd;
 pub mod throttle;

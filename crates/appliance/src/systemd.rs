@@ -148,7 +148,8 @@ impl DbusSystemd {
             manager.subscribe().await?;
             let mut removed = manager.receive_job_removed().await?;
             let job = queue(manager.clone()).await?;
-            let rt = zruntime::SharedRuntime::current().map_err(|e| zbus::Error::Failure(e.to_string()))?;
+            let rt = zruntime::SharedRuntime::current()
+                .map_err(|e| zbus::Error::Failure(e.to_string()))?;
             let waited = rt
                 .timeout(timeout, async {
                     while let Some(signal) = removed.next().await {
@@ -269,7 +270,10 @@ impl Systemd for DbusSystemd {
         let props = mount_properties(spec)?;
         self.run_job(&unit, "mount", timeout, |m| {
             let unit = unit.clone();
-            async move { m.start_transient_unit(unit, "fail".into(), props, vec![]).await }
+            async move {
+                m.start_transient_unit(unit, "fail".into(), props, vec![])
+                    .await
+            }
         })
     }
 
@@ -329,7 +333,10 @@ fn mount_properties(spec: &MountSpec) -> Result<Vec<(String, OwnedVariant)>, Uni
     let mut props = vec![
         (
             "Description".to_owned(),
-            v(format!("Immich appliance drive at {}", spec.r#where.display()))?,
+            v(format!(
+                "Immich appliance drive at {}",
+                spec.r#where.display()
+            ))?,
         ),
         ("What".to_owned(), v(spec.what.clone())?),
         ("Type".to_owned(), v(spec.fstype.clone())?),
@@ -386,8 +393,17 @@ pub fn path_unit_name(path: &Path, suffix: &str) -> String {
 /// A plausible systemd unit name: `name.type`, no spaces or slashes.
 pub fn is_valid_unit_name(name: &str) -> bool {
     const TYPES: [&str; 11] = [
-        "service", "socket", "target", "device", "mount", "automount", "swap", "timer", "path",
-        "slice", "scope",
+        "service",
+        "socket",
+        "target",
+        "device",
+        "mount",
+        "automount",
+        "swap",
+        "timer",
+        "path",
+        "slice",
+        "scope",
     ];
     match name.rsplit_once('.') {
         Some((stem, ty)) => {
@@ -417,11 +433,17 @@ mod tests {
             ("/mnt/my photos/", "mnt-my\\x20photos"),
             ("//a//b", "a-b"),
             ("/.hidden/x", "\\x2ehidden-x"),
-            ("/dev/disk/by-id/usb-QEMU_x-0:0", "dev-disk-by\\x2did-usb\\x2dQEMU_x\\x2d0:0"),
+            (
+                "/dev/disk/by-id/usb-QEMU_x-0:0",
+                "dev-disk-by\\x2did-usb\\x2dQEMU_x\\x2d0:0",
+            ),
         ] {
             assert_eq!(escape_path(Path::new(path)), want, "{path}");
         }
-        assert_eq!(path_unit_name(Path::new("/srv/immich"), "mount"), "srv-immich.mount");
+        assert_eq!(
+            path_unit_name(Path::new("/srv/immich"), "mount"),
+            "srv-immich.mount"
+        );
     }
 
     #[test]
@@ -435,7 +457,14 @@ mod tests {
         ] {
             assert!(is_valid_unit_name(ok), "{ok}");
         }
-        for bad in ["", "postgresql", "a b.service", ".service", "x.exe", "a/b.service"] {
+        for bad in [
+            "",
+            "postgresql",
+            "a b.service",
+            ".service",
+            "x.exe",
+            "a/b.service",
+        ] {
             assert!(!is_valid_unit_name(bad), "{bad}");
         }
     }
@@ -471,9 +500,20 @@ mod tests {
         let names: Vec<&str> = props.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
-            ["Description", "What", "Type", "Options", "CollectMode", "BindsTo", "After"]
+            [
+                "Description",
+                "What",
+                "Type",
+                "Options",
+                "CollectMode",
+                "BindsTo",
+                "After"
+            ]
         );
         let opts = &props[3].1;
-        assert_eq!(String::try_from(opts.try_clone().unwrap()).unwrap(), "nodev,nosuid");
+        assert_eq!(
+            String::try_from(opts.try_clone().unwrap()).unwrap(),
+            "nodev,nosuid"
+        );
     }
 }

@@ -1,2 +1,4 @@
+//! The thermal-aware throttler.
 mod quiet;
+pub mod sysfs;
 pub use quiet::QuietHours;

@@ -13,9 +13,14 @@ impl QuietHours {
     pub fn parse(start: &str, end: &str) -> Result<Option<QuietHours>, String> {
         match (start.trim(), end.trim()) {
             ("", "") => Ok(None),
-            ("", _) | (_, "") => Err("set both quiet-hours-start and quiet-hours-end, or neither".into()),
+            ("", _) | (_, "") => {
+                Err("set both quiet-hours-start and quiet-hours-end, or neither".into())
+            }
             (s, e) => {
-                let q = QuietHours { start_min: hhmm(s)?, end_min: hhmm(e)? };
+                let q = QuietHours {
+                    start_min: hhmm(s)?,
+                    end_min: hhmm(e)?,
+                };
                 if q.start_min == q.end_min {
                     return Err("quiet-hours-start and quiet-hours-end must differ".into());
                 }
@@ -64,7 +69,13 @@ mod tests {
     #[test]
     fn parse_errors() {
         assert_eq!(QuietHours::parse("", "").unwrap(), None);
-        for (s, e) in [("7:00", "08:00"), ("24:00", "01:00"), ("10:00", ""), ("10:00", "10:00"), ("ab:cd", "01:00")] {
+        for (s, e) in [
+            ("7:00", "08:00"),
+            ("24:00", "01:00"),
+            ("10:00", ""),
+            ("10:00", "10:00"),
+            ("ab:cd", "01:00"),
+        ] {
             assert!(QuietHours::parse(s, e).is_err(), "{s}-{e}");
         }
     }

@@ -1,0 +1,2 @@
+//! Encrypted backups with rustic, the restore drill and recovery.
+pub mod state;

@@ -1,0 +1,442 @@
+//! `immich-server status`: what is up, what is not, and what to do about
+//! it, as text for people and JSON for scripts. It changes nothing.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::backup::state as backup_state;
+use crate::blockdev;
+use crate::config::Config;
+use crate::drive;
+use crate::lifecycle::Parts;
+use crate::net::{self, Urls};
+use crate::throttle::sysfs::{self, Sensors, Sysfs};
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// running | stopped | degraded | unplugged
+    pub state: &'static str,
+    pub summary: String,
+    pub drive: DriveStatus,
+    pub units: Vec<UnitStatus>,
+    pub immich: ImmichStatus,
+    pub throttle: Option<serde_json::Value>,
+    pub backup: BackupStatus,
+    pub soc: SocStatus,
+    pub system: SystemStatus,
+    pub urls: Urls,
+    pub advice: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Default)]
+pub struct DriveStatus {
+    pub remembered_uuid: Option<String>,
+    /// The remembered drive's device node, when plugged in.
+    pub present_at: Option<String>,
+    pub unlocked: bool,
+    /// The device under the open mapping; "(gone)" once unplugged.
+    pub backing_device: Option<String>,
+    pub mounted: bool,
+    pub mount_point: String,
+    pub free_bytes: Option<u64>,
+    pub total_bytes: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UnitStatus {
+    pub name: String,
+    pub state: String,
+    pub active: bool,
+}
+
+#[derive(Debug, Serialize, Default)]
+pub struct ImmichStatus {
+    pub answers: bool,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BackupStatus {
+    pub health: backup_state::Health,
+    pub last_backup: Option<backup_state::Run>,
+    pub last_check: Option<backup_state::Run>,
+    pub last_drill: Option<backup_state::Run>,
+    /// A run skipped while the drive was locked (recorded on the SD card).
+    pub last_skip: Option<backup_state::Run>,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Serialize, Default)]
+pub struct SocStatus {
+    pub temperature_c: Option<f64>,
+    pub throttled_bits: Option<u32>,
+    pub throttled: Vec<&'static str>,
+    pub clock_max_mhz: Option<u32>,
+}
+
+#[derive(Debug, Serialize, Default)]
+pub struct SystemStatus {
+    pub load_1m: f64,
+    pub memory_used_bytes: u64,
+    pub memory_total_bytes: u64,
+}
+
+pub fn gather(cfg: &Config, parts: &Parts) -> Status {
+    let mut advice = vec![];
+    let mapper = &cfg.drive.mapper_name;
+    let mut d = DriveStatus {
+        mount_point: cfg.drive.mount_point.display().to_string(),
+        ..Default::default()
+    };
+    if let Ok(Some(r)) = drive::load(&cfg.drive.remembered_drive_file) {
+        let link = drive::by_uuid(&r.luks_uuid);
+        d.present_at = link.canonicalize().ok().map(|p| p.display().to_string());
+        d.remembered_uuid = Some(r.luks_uuid);
+    }
+    let mapping = parts.luks.mapping(mapper).ok().flatten();
+    d.unlocked = mapping.is_some();
+    let gone = mapping.as_ref().is_some_and(|m| !m.device.exists());
+    d.backing_device = mapping.map(|m| m.device.display().to_string());
+    d.mounted = !blockdev::mounts_at(&blockdev::mountinfo(), &cfg.drive.mount_point).is_empty();
+    if d.mounted {
+        if let Ok(disks) = sysinfo::Disks::new_with_refreshed_list()
+            && let Some(disk) = disks
+                .iter()
+                .find(|x| x.mount_point() == cfg.drive.mount_point)
+        {
+            d.free_bytes = Some(disk.available_space());
+            d.total_bytes = Some(disk.total_space());
+        }
+    }
+
+    let units: Vec<UnitStatus> = cfg
+        .units
+        .stack
+        .iter()
+        .chain(&cfg.units.after_start)
+        .map(|u| match parts.systemd.state(u) {
+            Ok(s) => UnitStatus {
+                name: u.clone(),
+                active: s.is_active(),
+                state: s.to_string(),
+            },
+            Err(e) => UnitStatus {
+                name: u.clone(),
+                active: false,
+                state: format!("unknown ({e})"),
+            },
+        })
+        .collect();
+    let stack_up = units
+        .iter()
+        .filter(|u| cfg.units.stack.contains(&u.name))
+        .all(|u| u.active);
+    let any_up = units.iter().any(|u| u.active);
+
+    let immich = if any_up {
+        match parts.immich.ping() {
+            Ok(()) => ImmichStatus {
+                answers: true,
+                error: None,
+            },
+            Err(e) => ImmichStatus {
+                answers: false,
+                error: Some(e.to_string()),
+            },
+        }
+    } else {
+        ImmichStatus::default()
+    };
+
+    let throttle = std::fs::read_to_string(&cfg.throttle.status_file)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+
+    let backup = backup_status(cfg, d.mounted);
+    if backup.health.colour == "red" {
+        advice.push(format!(
+            "backups need attention: {}",
+            backup.health.reasons.join("; ")
+        ));
+    }
+
+    let sensors = Sysfs::new(
+        &cfg.throttle.sysfs_root,
+        &cfg.throttle.thermal_zone,
+        &cfg.throttle.cpufreq_policy,
+    );
+    let bits = sensors.throttled();
+    let soc = SocStatus {
+        temperature_c: sensors.temperature_mc().ok().map(|m| m as f64 / 1000.0),
+        throttled_bits: bits,
+        throttled: bits.map(sysfs::throttled_names).unwrap_or_default(),
+        clock_max_mhz: sysfs::Clock::freq(&sensors)
+            .ok()
+            .map(|f| f.scaling_max_khz / 1000),
+    };
+
+    let system = match sysinfo::System::new() {
+        Ok(mut sys) => {
+            sys.refresh_memory();
+            SystemStatus {
+                load_1m: sysinfo::System::load_average()
+                    .map(|l| l.one)
+                    .unwrap_or(f64::NAN),
+                memory_used_bytes: sys.used_memory(),
+                memory_total_bytes: sys.total_memory(),
+            }
+        }
+        Err(_) => SystemStatus::default(),
+    };
+
+    let (state, summary) = if gone {
+        advice.push(
+            "run `immich-server --stop` to clean up, then plug the drive in and start again".into(),
+        );
+        (
+            "unplugged",
+            "the drive was unplugged while unlocked; the services are stopped".to_owned(),
+        )
+    } else if d.mounted && stack_up && immich.answers {
+        ("running", "Immich is running".to_owned())
+    } else if !d.unlocked && !d.mounted && !any_up {
+        if d.present_at.is_some() || d.remembered_uuid.is_none() {
+            advice.push("start with `sudo immich-server --start`".into());
+        } else {
+            advice.push("plug in the drive, then `sudo immich-server --start`".into());
+        }
+        (
+            "stopped",
+            "the drive is locked and Immich is stopped".to_owned(),
+        )
+    } else {
+        let down: Vec<&str> = units
+            .iter()
+            .filter(|u| !u.active && cfg.units.stack.contains(&u.name))
+            .map(|u| u.name.as_str())
+            .collect();
+        let mut what = vec![];
+        if d.unlocked && !d.mounted {
+            what.push("the drive is unlocked but not mounted".to_owned());
+        }
+        if !down.is_empty() {
+            what.push(format!("not running: {}", down.join(", ")));
+        }
+        if any_up && !immich.answers {
+            what.push("Immich does not answer".to_owned());
+        }
+        advice.push(
+            "run `sudo immich-server --start` to bring everything up, or `--stop` to bring it down"
+                .into(),
+        );
+        ("degraded", what.join("; "))
+    };
+
+    Status {
+        state,
+        summary,
+        drive: d,
+        units,
+        immich,
+        throttle,
+        backup,
+        soc,
+        system,
+        urls: if state == "running" {
+            net::urls(cfg, parts.addresses)
+        } else {
+            Urls::default()
+        },
+        advice,
+    }
+}
+
+fn backup_status(cfg: &Config, mounted: bool) -> BackupStatus {
+    let stale = Duration::from_secs(cfg.backup.stale_after_hours * 3600);
+    let last_skip: Option<backup_state::Run> =
+        std::fs::read_to_string(&cfg.backup.skip_record_file)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+    if !mounted {
+        return BackupStatus {
+            health: backup_state::Health {
+                colour: "unknown",
+                reasons: vec!["the drive is locked, so the backup record cannot be read".into()],
+                last_success_age_hours: None,
+            },
+            last_backup: None,
+            last_check: None,
+            last_drill: None,
+            last_skip,
+            note: Some("unknown until the drive is unlocked".into()),
+        };
+    }
+    let path = cfg
+        .drive_path(&cfg.layout.state)
+        .join(backup_state::STATE_FILE);
+    match backup_state::load(&path) {
+        Ok(s) => BackupStatus {
+            health: backup_state::health(&s, SystemTime::now(), stale),
+            last_backup: s.last_backup,
+            last_check: s.last_check,
+            last_drill: s.last_drill,
+            last_skip,
+            note: None,
+        },
+        Err(e) => BackupStatus {
+            health: backup_state::Health {
+                colour: "red",
+                reasons: vec![format!("the backup record is unreadable: {e}")],
+                last_success_age_hours: None,
+            },
+            last_backup: None,
+            last_check: None,
+            last_drill: None,
+            last_skip,
+            note: None,
+        },
+    }
+}
+
+/// The human rendering.
+pub fn render(s: &Status) -> String {
+    let mut o = String::new();
+    let line = |o: &mut String, k: &str, v: String| o.push_str(&format!("{k:<12} {v}\n"));
+    line(&mut o, "State:", format!("{} — {}", s.state, s.summary));
+    let d = &s.drive;
+    let mut drive = match (&d.remembered_uuid, &d.present_at) {
+        (Some(u), Some(p)) => format!("{p} (LUKS {u})"),
+        (Some(u), None) => format!("not plugged in (LUKS {u})"),
+        (None, _) => "none remembered yet (run `immich-server init`)".into(),
+    };
+    drive.push_str(if d.mounted {
+        ", unlocked, mounted"
+    } else if d.unlocked {
+        ", unlocked, not mounted"
+    } else {
+        ", locked"
+    });
+    if let (Some(f), Some(t)) = (d.free_bytes, d.total_bytes) {
+        drive.push_str(&format!(
+            ", {} free of {}",
+            blockdev::human_bytes(f),
+            blockdev::human_bytes(t)
+        ));
+    }
+    line(&mut o, "Drive:", drive);
+    for u in &s.units {
+        line(&mut o, "Service:", format!("{:<36} {}", u.name, u.state));
+    }
+    line(
+        &mut o,
+        "Immich:",
+        if s.immich.answers {
+            "answers its ping".into()
+        } else {
+            s.immich
+                .error
+                .clone()
+                .unwrap_or_else(|| "not running".into())
+        },
+    );
+    let throttle = match &s.throttle {
+        Some(t) => format!(
+            "{} (clock limit {} MHz, quota {}, paused: {})",
+            t.get("mode").and_then(|v| v.as_str()).unwrap_or("?"),
+            t.get("clock_limit_mhz")
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "?".into()),
+            t.get("quota_percent")
+                .filter(|v| !v.is_null())
+                .map(|v| format!("{v}%"))
+                .unwrap_or_else(|| "none".into()),
+            t.get("paused_queues")
+                .and_then(|v| v.as_array())
+                .map(|a| if a.is_empty() {
+                    "none".to_owned()
+                } else {
+                    a.iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_else(|| "?".into()),
+        ),
+        None => "not running".into(),
+    };
+    line(&mut o, "Throttle:", throttle);
+    let b = &s.backup;
+    let mut backup = match &b.last_backup {
+        Some(r) => format!(
+            "{} at {} ({})",
+            match r.outcome {
+                backup_state::Outcome::Success => "succeeded",
+                backup_state::Outcome::Failed => "FAILED",
+                backup_state::Outcome::Skipped => "skipped",
+            },
+            r.finished,
+            r.message
+        ),
+        None => b
+            .note
+            .clone()
+            .unwrap_or_else(|| "unknown (no backup has run yet)".into()),
+    };
+    backup.push_str(&format!(" — {}", b.health.colour));
+    line(&mut o, "Backup:", backup);
+    if let Some(sk) = &b.last_skip {
+        line(
+            &mut o,
+            "",
+            format!("last skipped run: {} ({})", sk.finished, sk.message),
+        );
+    }
+    if let Some(dr) = &b.last_drill {
+        line(
+            &mut o,
+            "Drill:",
+            format!("{:?} at {} ({})", dr.outcome, dr.finished, dr.message),
+        );
+    }
+    let mut soc = match s.soc.temperature_c {
+        Some(t) => format!("{t:.1} °C"),
+        None => "temperature unknown".into(),
+    };
+    if let Some(m) = s.soc.clock_max_mhz {
+        soc.push_str(&format!(", clock limit {m} MHz"));
+    }
+    if let Some(bits) = s.soc.throttled_bits {
+        soc.push_str(&format!(
+            ", firmware: {}",
+            if bits == 0 {
+                "no throttling".to_owned()
+            } else {
+                s.soc.throttled.join(", ")
+            }
+        ));
+    }
+    line(&mut o, "SoC:", soc);
+    line(
+        &mut o,
+        "System:",
+        format!(
+            "load {:.2}, memory {} of {}",
+            s.system.load_1m,
+            blockdev::human_bytes(s.system.memory_used_bytes),
+            blockdev::human_bytes(s.system.memory_total_bytes)
+        ),
+    );
+    for u in s.urls.all() {
+        line(&mut o, "URL:", u.clone());
+    }
+    if let Some(n) = &s.urls.tailscale_note
+        && s.state == "running"
+    {
+        line(&mut o, "Tailscale:", n.clone());
+    }
+    for a in &s.advice {
+        line(&mut o, "Next:", a.clone());
+    }
+    o
+}
