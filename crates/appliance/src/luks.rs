@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use libcryptsetup_rs::consts::flags::{CryptActivate, CryptDeactivate, CryptPbkdf, CryptVolumeKey};
-use libcryptsetup_rs::consts::vals::{CryptKdf, CryptStatusInfo, EncryptionFormat};
+use libcryptsetup_rs::consts::vals::{CryptKdf, EncryptionFormat};
 use libcryptsetup_rs::{CryptInit, CryptPbkdfType, Either, LibcryptErr};
 
 use crate::secret::Passphrase;
@@ -249,18 +249,28 @@ impl Luks for Cryptsetup {
     }
 
     fn mapping(&self, name: &str) -> Result<Option<Mapping>, LuksError> {
-        match libcryptsetup_rs::status(None, name) {
-            Ok(CryptStatusInfo::Active) | Ok(CryptStatusInfo::Busy) => {}
-            Ok(_) => return Ok(None),
-            Err(e) => return Err(crypt("query", format!("/dev/mapper/{name}"))(e)),
-        }
-        // The backing device comes from sysfs rather than the LUKS header: it
-        // stays readable when the USB disk has been unplugged underneath.
-        Ok(Some(Mapping {
-            name: name.to_owned(),
-            device: backing_device(name).unwrap_or_else(|| PathBuf::from("(gone)")),
-        }))
+        Ok(mapping_from_sysfs(name))
     }
+}
+
+/// An open mapping found through sysfs rather than libcryptsetup: this works
+/// without root (for `status`) and stays readable when the USB disk has been
+/// unplugged underneath the mapping.
+pub fn mapping_from_sysfs(name: &str) -> Option<Mapping> {
+    for e in std::fs::read_dir("/sys/class/block").ok()?.flatten() {
+        let kname = e.file_name().to_string_lossy().into_owned();
+        if !kname.starts_with("dm-") {
+            continue;
+        }
+        let dm = std::fs::read_to_string(e.path().join("dm/name")).unwrap_or_default();
+        if dm.trim() == name {
+            return Some(Mapping {
+                name: name.to_owned(),
+                device: backing_device(name).unwrap_or_else(|| PathBuf::from("(gone)")),
+            });
+        }
+    }
+    None
 }
 
 /// The device under /dev/mapper/NAME, from /sys/block/dm-*/slaves.

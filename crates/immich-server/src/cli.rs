@@ -1,0 +1,249 @@
+//! The command line. The documented flag form (`--start --immich-drive
+//! /dev/sda`) and the subcommands map to the same verbs.
+
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Args, Parser, Subcommand};
+
+const ABOUT: &str =
+    "Unlock the Immich appliance's encrypted drive and start Immich; stop it and lock the drive";
+
+const AFTER_HELP: &str = "\
+Examples:
+  After every reboot, unlock the drive and start Immich:
+    sudo immich-server --start --immich-drive /dev/sda
+  The drive remembered by `init` is found by its LUKS UUID, so this is enough:
+    sudo immich-server --start
+  Stop Immich, unmount the drive and lock it (before unplugging it):
+    sudo immich-server --stop
+  What is running, and the URLs to open:
+    immich-server --status          (or: immich-server status --json)
+  Prepare a new drive (destroys what is on it):
+    sudo immich-server init --immich-drive /dev/sda
+  Unattended unlock, passphrase from a file or from stdin:
+    sudo immich-server --start --passphrase-file /run/keys/drive
+    printf '%s' \"$PW\" | sudo immich-server --start --passphrase-file -
+
+It runs as root through sudo: sudo asks for your user password first, then
+immich-server asks for the drive passphrase.
+
+DEV may be /dev/sdX, a partition, or a /dev/disk/by-id, by-uuid or by-label link.
+";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "immich-server",
+    version,
+    about = ABOUT,
+    after_help = format!("{AFTER_HELP}\n{}", appliance::exit::EXIT_CODES_HELP),
+    args_conflicts_with_subcommands = true,
+    group(ArgGroup::new("verb").args(["start", "stop", "status"]))
+)]
+pub struct Cli {
+    /// Unlock the drive, mount it and start PostgreSQL, Redis and Immich
+    #[arg(long)]
+    pub start: bool,
+    /// Stop the services, unmount and lock the drive
+    #[arg(long)]
+    pub stop: bool,
+    /// Show the drive, services, backups, temperature and URLs
+    #[arg(long)]
+    pub status: bool,
+
+    #[command(flatten)]
+    pub drive: DriveArgs,
+
+    #[command(flatten)]
+    pub global: Global,
+
+    #[command(subcommand)]
+    pub cmd: Option<Cmd>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct DriveArgs {
+    /// The drive to unlock (default: the one `init` remembered, by LUKS UUID)
+    #[arg(long, value_name = "DEV")]
+    pub immich_drive: Option<PathBuf>,
+    /// The drive is unlocked already, or not encrypted at all
+    #[arg(long)]
+    pub no_decryption: bool,
+    /// Print how long each step of --start took
+    #[arg(long)]
+    pub timings: bool,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct Global {
+    /// Config file [default: /etc/immich-appliance/config.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Read the passphrase from PATH, or from stdin with `-`, instead of the terminal
+    #[arg(long, global = true, value_name = "PATH|-")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Print a JSON report (status, start, stop)
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More detail (-v, -vv)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Unlock, mount and start (same as --start)
+    Start(DriveArgs),
+    /// Stop, unmount and lock (same as --stop)
+    Stop,
+    /// Show what is running (same as --status)
+    Status,
+    /// Prepare a new drive: LUKS2 + ext4, the layout and the secrets (destroys its contents)
+    Init(InitArgs),
+    /// Show the effective configuration
+    ShowConfig(ShowConfigArgs),
+    /// Print shell completions
+    Completions {
+        /// bash, zsh, fish, elvish or powershell
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages
+    Man {
+        /// Directory to write immich-server.1 (and one page per subcommand) into
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The drive to prepare
+    #[arg(long, value_name = "DEV")]
+    pub immich_drive: PathBuf,
+    /// Do not ask for confirmation (needs --force too)
+    #[arg(long)]
+    pub yes: bool,
+    /// Do not ask for confirmation (needs --yes too)
+    #[arg(long)]
+    pub force: bool,
+    /// Cheap key derivation for the emulated test VM only; never use on a real drive
+    #[arg(long, hide = true)]
+    pub insecure_fast_kdf_for_tests: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowConfigArgs {
+    /// Print one value, e.g. drive.mount-point (lists print one item per line)
+    #[arg(long, value_name = "KEY")]
+    pub get: Option<String>,
+    /// Ignore the config file: the built-in defaults
+    #[arg(long)]
+    pub defaults: bool,
+}
+
+/// The verb, whichever form was used.
+#[derive(Debug)]
+pub enum Verb<'a> {
+    Start(&'a DriveArgs),
+    Stop,
+    Status,
+    Other(&'a Cmd),
+}
+
+impl Cli {
+    pub fn verb(&self) -> Option<Verb<'_>> {
+        match &self.cmd {
+            Some(Cmd::Start(a)) => Some(Verb::Start(a)),
+            Some(Cmd::Stop) => Some(Verb::Stop),
+            Some(Cmd::Status) => Some(Verb::Status),
+            Some(other) => Some(Verb::Other(other)),
+            None if self.start => Some(Verb::Start(&self.drive)),
+            None if self.stop => Some(Verb::Stop),
+            None if self.status => Some(Verb::Status),
+            None => None,
+        }
+    }
+
+    pub fn verbosity(&self) -> i8 {
+        if self.global.quiet {
+            -1
+        } else {
+            self.global.verbose.min(2) as i8
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("immich-server").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_documented_flag_form_parses_exactly() {
+        let c = parse(&["--start", "--immich-drive", "/dev/sda"]).unwrap();
+        match c.verb() {
+            Some(Verb::Start(a)) => {
+                assert_eq!(
+                    a.immich_drive.as_deref(),
+                    Some(std::path::Path::new("/dev/sda"))
+                );
+                assert!(!a.no_decryption);
+            }
+            other => panic!("{other:?}"),
+        }
+        let c = parse(&["--start", "--no-decryption"]).unwrap();
+        assert!(matches!(c.verb(), Some(Verb::Start(a)) if a.no_decryption));
+        assert!(matches!(
+            parse(&["--stop"]).unwrap().verb(),
+            Some(Verb::Stop)
+        ));
+        assert!(matches!(
+            parse(&["--status", "--json"]).unwrap().verb(),
+            Some(Verb::Status)
+        ));
+    }
+
+    #[test]
+    fn subcommands_mean_the_same() {
+        let c = parse(&[
+            "start",
+            "--immich-drive",
+            "/dev/disk/by-id/usb-x",
+            "--passphrase-file",
+            "-",
+        ])
+        .unwrap();
+        assert!(matches!(c.verb(), Some(Verb::Start(_))));
+        assert_eq!(
+            c.global.passphrase_file.as_deref(),
+            Some(std::path::Path::new("-"))
+        );
+        assert!(matches!(
+            parse(&["status", "--json"]).unwrap().verb(),
+            Some(Verb::Status)
+        ));
+    }
+
+    #[test]
+    fn contradictions_are_usage_errors() {
+        assert!(parse(&["--start", "--stop"]).is_err());
+        assert!(parse(&["--start", "stop"]).is_err());
+        assert!(parse(&["-v", "-q", "--status"]).is_err());
+        assert!(parse(&["--immich-drive"]).is_err());
+        assert!(parse(&["init"]).is_err(), "init needs the device");
+    }
+
+    #[test]
+    fn help_has_examples_and_exit_codes() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("sudo immich-server --start --immich-drive /dev/sda"));
+        assert!(help.contains("3  wrong passphrase"));
+        Cli::command().debug_assert();
+    }
+}
