@@ -35,7 +35,7 @@ pub fn ci(only: &[String]) -> Result<()> {
             "test" => test(),
             "contract" => contract(),
             "nix" => nix::test(),
-            "vm" => vm_stories(&[]),
+            "vm" => vm_stories(&[], true),
             _ => unreachable!(),
         });
         let secs = t.elapsed().as_secs_f64();
@@ -141,23 +141,32 @@ pub fn immich_sdk() -> Result<PathBuf> {
     Ok(unpacked)
 }
 
-/// Release binaries (what users run) staged for the VM share.
-pub fn stage_binaries() -> Result<PathBuf> {
-    util::run(cargo().args([
+/// Binaries staged for the VM share: release builds (what users run), or
+/// debug builds for quicker local iteration.
+pub fn stage_binaries(release: bool) -> Result<PathBuf> {
+    let mut c = cargo();
+    c.args([
         "build",
         "--locked",
-        "--release",
         "-p",
         "immich-server",
         "-p",
         "immich-throttle",
         "-p",
         "fake-immich",
-    ]))?;
+    ]);
+    if release {
+        c.arg("--release");
+    }
+    util::run(&mut c)?;
     let share = util::root().join("target/vm-share");
     let _ = fs::remove_dir_all(&share);
     fs::create_dir_all(&share)?;
-    let release = util::root().join("target/release");
+    let release = util::root().join(if release {
+        "target/release"
+    } else {
+        "target/debug"
+    });
     for b in ["immich-server", "immich-throttle", "fake-immich"] {
         fs::copy(release.join(b), share.join(b)).with_context(|| format!("staging {b}"))?;
     }
@@ -193,7 +202,7 @@ pub fn rustic() -> Result<PathBuf> {
 /// The rustic release the backup stories and benchmarks use.
 pub const RUSTIC_VERSION: &str = "0.11.4";
 
-pub fn vm_stories(names: &[String]) -> Result<()> {
+pub fn vm_stories(names: &[String], release: bool) -> Result<()> {
     crate::require_root("the VM layer (debootstrap, chroot)")?;
     vm::check_host_tools()?;
     let all = vm::stories()?;
@@ -212,7 +221,7 @@ pub fn vm_stories(names: &[String]) -> Result<()> {
         .iter()
         .filter(|s| names.is_empty() || names.contains(&s.name))
         .collect();
-    let share = util::timed("build and stage release binaries", stage_binaries)?;
+    let share = util::timed("build and stage the binaries", || stage_binaries(release))?;
     util::timed("VM image", || vm::image(false).map(|_| ()))?;
     let results = util::root().join("target/vm-results");
     let _ = fs::remove_dir_all(&results);

@@ -79,7 +79,12 @@ enum VmCmd {
         args: Vec<String>,
     },
     /// Build the binaries and run the stories in tests/vm/stories (all, or those named)
-    Test { names: Vec<String> },
+    Test {
+        /// Use debug builds (faster to build; CI uses release builds)
+        #[arg(long)]
+        debug: bool,
+        names: Vec<String>,
+    },
 }
 
 fn main() {
@@ -132,7 +137,7 @@ fn vm_cmd(cmd: VmCmd) -> Result<()> {
             );
             std::process::exit(r.code);
         }
-        VmCmd::Test { names } => ci::vm_stories(&names),
+        VmCmd::Test { debug, names } => ci::vm_stories(&names, !debug),
     }
 }
 

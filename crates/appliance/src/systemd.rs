@@ -117,7 +117,14 @@ pub struct DbusSystemd {
 
 impl DbusSystemd {
     pub fn system(journalctl: &str) -> Result<Self, UnitError> {
-        let conn = zbus::block_on(Connection::system()).map_err(|e| {
+        let conn = zbus::block_on(async {
+            let conn = Connection::system().await?;
+            // Without a subscriber systemd may not emit job signals at all;
+            // one subscription per connection (a second one is an error).
+            ManagerProxy::new(&conn).await?.subscribe().await?;
+            Ok::<_, zbus::Error>(conn)
+        })
+        .map_err(|e| {
             UnitError::Bus(format!(
                 "{e} (is this a systemd machine, and are you root?)"
             ))
@@ -144,8 +151,6 @@ impl DbusSystemd {
     {
         let outcome = zbus::block_on(async {
             let manager = ManagerProxy::new(&self.conn).await?;
-            // Without a subscriber systemd may not emit job signals at all.
-            manager.subscribe().await?;
             let mut removed = manager.receive_job_removed().await?;
             let job = queue(manager.clone()).await?;
             let rt = zruntime::SharedRuntime::current()
@@ -182,16 +187,59 @@ impl DbusSystemd {
             Ok(Ok(Err(e))) => Err(UnitError::Bus(e.to_string())),
             Ok(Ok(Ok(result))) if result == "done" => Ok(()),
             Ok(Ok(Ok(result))) => {
-                // "dependency" means another unit failed; its name is in the
-                // journal of the unit we asked for.
+                // "dependency" means a unit it requires failed: show that
+                // unit's journal, which says why.
+                let mut journal = String::new();
+                if result == "dependency" {
+                    for dep in self.failed_dependencies(unit) {
+                        journal
+                            .push_str(&format!("{dep} failed:\n{}\n", self.journal_tail(&dep, 15)));
+                    }
+                }
+                if journal.is_empty() {
+                    journal = self.journal_tail(unit, 15);
+                }
                 Err(UnitError::JobFailed {
                     unit: unit.to_owned(),
                     verb,
                     result,
-                    journal: self.journal_tail(unit, 15),
+                    journal,
                 })
             }
         }
+    }
+
+    /// The units `unit` requires (directly or one level down) that failed.
+    fn failed_dependencies(&self, unit: &str) -> Vec<String> {
+        let deps = |u: &str| -> Vec<String> {
+            let Ok(path) = self.load_unit_path(u) else {
+                return vec![];
+            };
+            zbus::block_on(async {
+                let p = UnitProxy::builder(&self.conn).path(path).build().await?;
+                let mut d = p.requires().await?;
+                d.extend(p.binds_to().await?);
+                Ok::<_, zbus::Error>(d)
+            })
+            .unwrap_or_default()
+        };
+        let mut out = vec![];
+        let mut queue = vec![unit.to_owned()];
+        let mut depth = 0;
+        while !queue.is_empty() && depth < 2 {
+            let mut next = vec![];
+            for u in &queue {
+                for d in deps(u) {
+                    if self.state(&d).map(|s| s.is_failed()).unwrap_or(false) && !out.contains(&d) {
+                        out.push(d.clone());
+                    }
+                    next.push(d);
+                }
+            }
+            queue = next;
+            depth += 1;
+        }
+        out
     }
 
     fn load_unit_path(&self, unit: &str) -> Result<OwnedObjectPath, UnitError> {

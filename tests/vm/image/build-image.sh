@@ -133,10 +133,14 @@ chrooted 60 passwd -d root || fail "passwd -d root failed"
 install -m 755 "$here/vmtest-boot" "$root/usr/local/sbin/vmtest-boot"
 install -m 644 "$here/vmtest.service" "$root/etc/systemd/system/vmtest.service"
 chrooted 60 systemctl enable vmtest.service || fail "enabling vmtest.service failed"
-# The appliance starts its services itself; Debian's copies stay off.
+# The appliance starts its services itself; Debian's copies stay off. Its
+# default cluster would also be pulled in by Debian's postgresql generator
+# and take the socket, so it goes, and the per-cluster template is masked.
 for u in postgresql.service redis-server.service; do
 	chrooted 60 systemctl disable "$u" || true
 done
+chrooted 120 pg_dropcluster 15 main || fail "pg_dropcluster failed"
+chrooted 60 systemctl mask postgresql@.service || fail "masking postgresql@.service failed"
 for u in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer \
 	dpkg-db-backup.timer serial-getty@ttyS0.service getty@tty1.service; do
 	chrooted 60 systemctl mask "$u" || true

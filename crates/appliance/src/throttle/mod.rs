@@ -1,4 +1,7 @@
-//! The thermal-aware throttler.
+//! The thermal-aware throttler: the controller (pure), the simulator that
+//! runs it against a thermal model, and the daemon that runs it on a Pi.
+pub mod controller;
 mod quiet;
+pub mod sim;
 pub mod sysfs;
 pub use quiet::QuietHours;
