@@ -751,16 +751,26 @@ mod tests {
     }
 
     #[test]
-    fn cool_means_full_speed_and_heat_lowers_the_clock_first() {
+    fn starts_low_ramps_to_full_speed_and_heat_lowers_the_clock_first() {
         let mut c = Controller::new(params());
         let d = c.step(&obs(0.0, 50.0));
         assert_eq!(
-            (d.clock_khz, d.quota, d.mode),
+            d.clock_khz, 600_000,
+            "the first reading says nothing about a full load"
+        );
+        let mut t = 0.0;
+        let mut last = d;
+        for _ in 0..100 {
+            t += 2.0;
+            last = c.step(&obs(t, 50.0));
+        }
+        assert_eq!(
+            (last.clock_khz, last.quota, last.mode),
             (1_500_000, None, Mode::FullSpeed)
         );
-        let mut last = d;
-        for i in 1..60 {
-            last = c.step(&obs(i as f64 * 2.0, 77.6));
+        for _ in 0..60 {
+            t += 2.0;
+            last = c.step(&obs(t, 77.6));
         }
         assert!(
             last.clock_khz < 1_500_000,
