@@ -768,7 +768,7 @@ mod tests {
             (last.clock_khz, last.quota, last.mode),
             (1_500_000, None, Mode::FullSpeed)
         );
-        for _ in 0..60 {
+        for _ in 0..10 {
             t += 2.0;
             last = c.step(&obs(t, 77.6));
         }
