@@ -77,6 +77,7 @@ pub struct Layout {
     pub postgres: Dir,
     pub media: Dir,
     pub secrets: Dir,
+    pub throttle_key: Dir,
     pub dumps: Dir,
     pub state: Dir,
 }
@@ -106,6 +107,9 @@ pub struct Units {
     pub stack: Vec<String>,
     pub after_start: Vec<String>,
     pub stop_first: Vec<String>,
+    pub throttle: String,
+    pub backup: String,
+    pub drill: String,
     pub postgresql_server: String,
     pub immich_slice: String,
     pub start_timeout_secs: u64,
@@ -140,8 +144,7 @@ pub struct Throttle {
     pub pause_order: Vec<String>,
     pub quiet_hours_start: String,
     pub quiet_hours_end: String,
-    pub api_key_file: PathBuf,
-    pub api_key_on_drive: PathBuf,
+    pub api_key_credential: String,
     pub state_file: PathBuf,
     pub status_file: PathBuf,
     pub pause_switch_file: PathBuf,
@@ -323,11 +326,12 @@ impl Config {
 
 impl Layout {
     /// Every directory with its role name, in creation order.
-    pub fn dirs(&self) -> [(&'static str, &Dir); 5] {
+    pub fn dirs(&self) -> [(&'static str, &Dir); 6] {
         [
             ("postgres", &self.postgres),
             ("media", &self.media),
             ("secrets", &self.secrets),
+            ("throttle-key", &self.throttle_key),
             ("dumps", &self.dumps),
             ("state", &self.state),
         ]

@@ -182,7 +182,14 @@ mod tests {
             .unwrap()
             .name;
         let mut text = format!("[drive]\nmount-point = \"{}\"\n", mount.display());
-        for role in ["postgres", "media", "secrets", "dumps", "state"] {
+        for role in [
+            "postgres",
+            "media",
+            "secrets",
+            "throttle-key",
+            "dumps",
+            "state",
+        ] {
             text.push_str(&format!(
                 "[layout.{role}]\nowner = \"{me}\"\ngroup = \"{grp}\"\n"
             ));

@@ -17,6 +17,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod luks;
 pub mod net;
+pub mod sd_notify;
 pub mod secret;
 pub mod status;
 pub mod systemd;

@@ -171,7 +171,7 @@ pub fn gather(cfg: &Config, parts: &Parts) -> Status {
         temperature_c: sensors.temperature_mc().ok().map(|m| m as f64 / 1000.0),
         throttled_bits: bits,
         throttled: bits.map(sysfs::throttled_names).unwrap_or_default(),
-        clock_max_mhz: sysfs::Clock::freq(&sensors)
+        clock_max_mhz: sysfs::CpuFreq::freq(&sensors)
             .ok()
             .map(|f| f.scaling_max_khz / 1000),
     };

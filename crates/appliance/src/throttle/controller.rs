@@ -371,12 +371,14 @@ impl Controller {
         } else {
             None
         };
+        // Only a calm reading counts towards release: the filter lags a jump.
+        let calm = trigger.is_none() && raw < self.p.ceiling;
         if let Some(t) = trigger
             && self.latched.is_none()
         {
             self.latched = Some(t);
         }
-        if self.latched.is_some() && filtered <= self.p.setpoint - 2.0 && fw == 0 {
+        if self.latched.is_some() && calm && filtered <= self.p.setpoint - 2.0 {
             self.latched_cool_since.get_or_insert(o.now);
         } else {
             self.latched_cool_since = None;
@@ -384,7 +386,7 @@ impl Controller {
         let dwelt = self
             .latched_cool_since
             .is_some_and(|s| o.now - s >= self.p.latch_dwell_secs);
-        if self.latched.is_some() && fw == 0 && (filtered <= self.p.release || dwelt) {
+        if self.latched.is_some() && calm && (filtered <= self.p.release || dwelt) {
             self.latched = None;
             self.latched_cool_since = None;
             // Resume from the lowest clock, with no quota.

@@ -44,7 +44,7 @@ pub trait Sensors {
 }
 
 /// The CPU clock limit.
-pub trait Clock {
+pub trait CpuFreq {
     fn freq(&self) -> Result<Freq, SensorError>;
     fn set_max_khz(&self, khz: u32) -> Result<(), SensorError>;
 }
@@ -139,7 +139,7 @@ impl Sensors for Sysfs {
     }
 }
 
-impl Clock for Sysfs {
+impl CpuFreq for Sysfs {
     fn freq(&self) -> Result<Freq, SensorError> {
         if !self.policy_dir().exists() {
             return Err(SensorError::NoCpufreq(self.policy_dir()));

@@ -30,7 +30,6 @@ appliance_config() {
 		poll-secs = 0.5
 		queue-loop-secs = 2.0
 		config-write-interval-secs = 5
-		api-key-file = "/run/credentials/immich-throttle.service/api-key"
 
 		[tools]
 		pg-dump = "$PG_BIN/pg_dump"
@@ -168,16 +167,6 @@ After=$MOUNT_UNIT"
 # The throttler's unit, as modules/throttle.nix declares it, pointed at a
 # fake sysfs tree (a Pi's thermal zone and cpufreq policy).
 appliance_throttle_unit() {
-	if [ ! -x "$BIN/immich-throttle" ]; then
-		# DEVELOPMENT ONLY, removed once immich-throttle exists.
-		unit immich-throttle.service <<-EOF
-			[Unit]
-			$bound
-			[Service]
-			ExecStart=/bin/sleep infinity
-		EOF
-		return
-	fi
 	mkdir -p /run/fake-sys
 	"$BIN/immich-throttle" fake-sysfs /run/fake-sys --temp-mc 55000
 	unit immich-throttle.service <<-EOF
@@ -191,7 +180,7 @@ appliance_throttle_unit() {
 		WatchdogSec=30
 		ExecStart=$BIN/immich-throttle run
 		ExecStopPost=$BIN/immich-throttle restore
-		LoadCredential=api-key:$MOUNT/$(cfg throttle.api-key-on-drive)
+		LoadCredential=$(cfg throttle.api-key-credential):$MOUNT/$(cfg layout.throttle-key.path)
 		StateDirectory=immich-throttle
 		RuntimeDirectory=immich-throttle
 		RuntimeDirectoryPreserve=yes

@@ -1,0 +1,637 @@
+//! The throttler daemon: reads the sensors, runs the controller, applies its
+//! decisions (clock, quota, queues), reports, and restores what it changed
+//! on exit, and after a crash when it next starts or its unit stops.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::QuietHours;
+use super::controller::{
+    self, Controller, Decision, Mode, Observation, Ours, Params, QueueAction, QueueView,
+};
+use super::sysfs::{CpuFreq, Freq, Sensors};
+use crate::config::Config;
+use crate::host;
+use crate::immich::{self, ImmichApi};
+use crate::sd_notify::Notify;
+use crate::systemd::Systemd;
+
+/// What the daemon changed, kept on disk so that a crashed run's changes are
+/// undone: the clock and quota it found, and its queue steps.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Saved {
+    pub original_max_khz: Option<u32>,
+    /// `None` inside means the unit had no quota.
+    pub original_quota_usec: Option<Option<u64>>,
+    pub ours: Ours,
+}
+
+pub fn load_saved(path: &Path) -> Saved {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+fn store_saved(path: &Path, s: &Saved) {
+    let text = serde_json::to_string_pretty(s).expect("serialises");
+    if let Err(e) = host::write_atomic(path, text.as_bytes(), 0o644) {
+        tracing::error!(error = %e, path = %path.display(), "cannot save the throttler's state; a crash would not be undone");
+    }
+}
+
+/// The status file `status` reads (and `immich-server status` shows).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub mode: String,
+    pub reason: String,
+    pub temperature_c: Option<f64>,
+    pub filtered_c: Option<f64>,
+    pub setpoint_c: f64,
+    pub ceiling_c: f64,
+    pub clock_limit_mhz: u32,
+    pub clock_max_mhz: u32,
+    /// CPU quota of the Immich slice in percent of one core; None is none.
+    pub quota_percent: Option<u32>,
+    /// Queues the throttler paused.
+    pub paused_queues: Vec<String>,
+    /// Everything it stepped down, in order.
+    pub stepped_down: Vec<String>,
+    /// Queues paused by someone else (left alone).
+    pub paused_by_others: Vec<String>,
+    /// "ok", or why the Immich API is not used.
+    pub immich: String,
+    pub firmware_bits: Option<u32>,
+    /// Bits seen since the daemon started (latched; the kernel clears them).
+    pub firmware_bits_seen: u32,
+    pub busy_percent: Option<f64>,
+    pub updated: String,
+    pub pid: u32,
+}
+
+/// The seams the daemon works through.
+pub struct Parts<'a> {
+    pub sensors: &'a dyn Sensors,
+    pub cpufreq: &'a dyn CpuFreq,
+    pub systemd: &'a dyn Systemd,
+    /// None when there is no API key: clock and quota control go on.
+    pub immich: Option<&'a dyn ImmichApi>,
+    /// Why there is no Immich API, when there is none.
+    pub immich_missing: Option<String>,
+    pub notify: &'a dyn Notify,
+}
+
+impl std::fmt::Debug for Parts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("throttle::daemon::Parts")
+    }
+}
+
+/// The clock steps to control with: the driver's steps from the configured
+/// minimum up to the hardware maximum, or 100 MHz steps when it lists none.
+pub fn steps(f: &Freq, min_mhz: u32) -> Vec<u32> {
+    let lo = (min_mhz * 1000).max(f.hw_min_khz);
+    let mut s: Vec<u32> = f
+        .available_khz
+        .iter()
+        .copied()
+        .filter(|k| *k >= lo && *k <= f.hw_max_khz)
+        .collect();
+    if s.len() < 2 {
+        s = (0..)
+            .map(|i| lo + i * 100_000)
+            .take_while(|k| *k <= f.hw_max_khz)
+            .collect();
+        if s.last() != Some(&f.hw_max_khz) {
+            s.push(f.hw_max_khz);
+        }
+    }
+    s
+}
+
+pub fn params(cfg: &Config, steps: Vec<u32>, cores: f64) -> Params {
+    let t = &cfg.throttle;
+    let mut p = Params::new(
+        t.setpoint_celsius,
+        t.ceiling_celsius,
+        t.release_celsius,
+        steps,
+        cores,
+    );
+    p.min_quota = t.min_quota_percent as f64 / 100.0;
+    p.config_write_interval_secs = t.config_write_interval_secs as f64;
+    p.step_down_after_secs = p.step_down_after_secs.max(t.queue_loop_secs);
+    p.step_up_after_secs = p.step_up_after_secs.max(2.0 * t.queue_loop_secs);
+    p.protected.extend(t.protected_queues.iter().cloned());
+    p.pause_order = t.pause_order.clone();
+    p
+}
+
+/// Undoes what `saved` records: the clock, the quota, the queue steps.
+/// Returns what could not be undone (kept in the state file for next time).
+pub fn restore(cfg: &Config, parts: &Parts, saved: &Saved) -> Saved {
+    let mut left = Saved::default();
+    if let Some(khz) = saved.original_max_khz {
+        match parts.cpufreq.set_max_khz(khz) {
+            Ok(()) => tracing::info!(clock_mhz = khz / 1000, "restored the clock limit"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot restore the clock limit");
+                left.original_max_khz = Some(khz);
+            }
+        }
+    }
+    if let Some(q) = saved.original_quota_usec {
+        match parts.systemd.set_cpu_quota(&cfg.units.immich_slice, q) {
+            Ok(()) => tracing::info!(unit = %cfg.units.immich_slice, "restored the CPU quota"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot restore the CPU quota");
+                left.original_quota_usec = Some(q);
+            }
+        }
+    }
+    let undo = saved.ours.undo_all();
+    if !undo.is_empty() {
+        match parts.immich {
+            Some(api) => {
+                let mut failed = false;
+                for a in &undo {
+                    if let Err(e) = apply(api, a) {
+                        tracing::error!(error = %e, action = %controller::describe(a), "cannot undo a queue change");
+                        failed = true;
+                    } else {
+                        tracing::info!(action = %controller::describe(a), "undone");
+                    }
+                }
+                if failed {
+                    left.ours = saved.ours.clone();
+                }
+            }
+            None => {
+                tracing::warn!(
+                    "queues the throttler paused stay paused: no Immich API key to resume them with"
+                );
+                left.ours = saved.ours.clone();
+            }
+        }
+    }
+    left
+}
+
+fn apply(api: &dyn ImmichApi, a: &QueueAction) -> Result<(), immich::ImmichError> {
+    match a {
+        QueueAction::Pause { queue } => api.set_paused(queue, true),
+        QueueAction::Resume { queue } => api.set_paused(queue, false),
+        QueueAction::SetConcurrency { queue, concurrency } => {
+            // Read-modify-write of the whole config, re-read just before.
+            let mut c = api.system_config()?;
+            if immich::set_concurrency(&mut c, queue, *concurrency) {
+                api.put_system_config(&c)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Minutes after local midnight.
+fn local_minute_of_day() -> u32 {
+    let t = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as libc::time_t)
+        .unwrap_or(0);
+    // SAFETY: localtime_r writes into tm, which outlives the call.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    unsafe { libc::localtime_r(&t, &mut tm) };
+    (tm.tm_hour as u32) * 60 + tm.tm_min as u32
+}
+
+/// The daemon's main loop state.
+pub struct Daemon<'a> {
+    cfg: &'a Config,
+    parts: Parts<'a>,
+    controller: Controller,
+    quiet: Option<QuietHours>,
+    saved: Saved,
+    last_clock: Option<u32>,
+    last_quota: Option<Option<u64>>,
+    last_mode: Option<(Mode, bool)>,
+    api_state: String,
+    next_queue_tick: f64,
+    config_file: Option<bool>,
+    ml_urls_done: bool,
+    bits_seen: u32,
+    started: Instant,
+    clock_max_khz: u32,
+    sys: Option<sysinfo::System>,
+}
+
+impl std::fmt::Debug for Daemon<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Daemon")
+    }
+}
+
+impl<'a> Daemon<'a> {
+    /// Restores whatever a previous run left, records the clock and quota it
+    /// finds, and sets up the controller.
+    pub fn start(cfg: &'a Config, parts: Parts<'a>) -> Result<Daemon<'a>, String> {
+        let t = &cfg.throttle;
+        let previous = load_saved(&t.state_file);
+        if previous != Saved::default() {
+            tracing::warn!("a previous run did not finish cleanly; undoing what it changed");
+            let left = restore(cfg, &parts, &previous);
+            store_saved(&t.state_file, &left);
+        }
+        let freq = parts.cpufreq.freq().map_err(|e| e.to_string())?;
+        let original_quota = parts
+            .systemd
+            .cpu_quota(&cfg.units.immich_slice)
+            .unwrap_or(None);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get() as f64)
+            .unwrap_or(4.0);
+        let steps = steps(&freq, t.min_freq_mhz);
+        let p = params(cfg, steps, cores);
+        let leftover = load_saved(&t.state_file);
+        let saved = Saved {
+            original_max_khz: Some(freq.scaling_max_khz),
+            original_quota_usec: Some(original_quota),
+            ours: leftover.ours,
+        };
+        store_saved(&t.state_file, &saved);
+        let quiet = QuietHours::parse(&t.quiet_hours_start, &t.quiet_hours_end)?;
+        let api_state = parts
+            .immich_missing
+            .clone()
+            .unwrap_or_else(|| "not contacted yet".into());
+        if let Some(why) = &parts.immich_missing {
+            tracing::warn!("{why}; controlling the clock and the CPU quota only, no queue pauses");
+        }
+        let mut sys = sysinfo::System::new().ok();
+        if let Some(s) = sys.as_mut() {
+            s.refresh_cpu_usage();
+        }
+        Ok(Daemon {
+            cfg,
+            controller: Controller::new(p).with_ours(saved.ours.clone()),
+            parts,
+            quiet,
+            saved,
+            last_clock: None,
+            last_quota: None,
+            last_mode: None,
+            api_state,
+            next_queue_tick: 0.0,
+            config_file: None,
+            ml_urls_done: false,
+            bits_seen: 0,
+            started: Instant::now(),
+            clock_max_khz: freq.hw_max_khz,
+            sys,
+        })
+    }
+
+    fn now(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Reads the queues (and the config file flag) on slow-loop ticks.
+    fn queues(&mut self) -> Option<Vec<QueueView>> {
+        let api = self.parts.immich?;
+        let result = (|| {
+            if self.config_file.is_none() {
+                self.config_file = Some(api.features()?.config_file);
+                if self.config_file == Some(true) {
+                    tracing::warn!(
+                        "Immich uses a config file (services.immich.settings is set): concurrency stays as it is; pausing still works"
+                    );
+                }
+            }
+            let qs = api.queues()?;
+            let config = if self.config_file == Some(false) {
+                api.system_config().ok()
+            } else {
+                None
+            };
+            if let (Some(c), false) = (&config, self.ml_urls_done) {
+                self.apply_ml_urls(api, c.clone());
+            }
+            Ok::<_, immich::ImmichError>(
+                qs.iter()
+                    .map(|q| QueueView {
+                        name: q.name.clone(),
+                        paused: q.is_paused,
+                        work: q.backlog(),
+                        concurrency: config
+                            .as_ref()
+                            .and_then(|c| immich::concurrency(c, &q.name)),
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        })();
+        let state = match &result {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        if state != self.api_state {
+            if state == "ok" {
+                tracing::info!("the Immich API answers; queue control is on");
+            } else {
+                tracing::warn!(error = %state, "the Immich API is not usable; controlling the clock and the CPU quota only");
+            }
+            self.api_state = state;
+        }
+        result.ok()
+    }
+
+    fn apply_ml_urls(&mut self, api: &dyn ImmichApi, mut c: serde_json::Value) {
+        let want = &self.cfg.throttle.ml_urls;
+        if want.is_empty() {
+            self.ml_urls_done = true;
+            return;
+        }
+        let have: Vec<String> = c
+            .pointer("/machineLearning/urls")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        if &have == want {
+            self.ml_urls_done = true;
+            return;
+        }
+        if let Some(v) = c.pointer_mut("/machineLearning/urls") {
+            *v = serde_json::json!(want);
+            match api.put_system_config(&c) {
+                Ok(()) => {
+                    tracing::info!(urls = ?want, "set Immich's machine-learning URLs");
+                    self.ml_urls_done = true;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot set Immich's machine-learning URLs"),
+            }
+        }
+    }
+
+    /// One poll: read, decide, apply, report.
+    pub fn tick(&mut self) -> Decision {
+        let now = self.now();
+        let t = &self.cfg.throttle;
+        let temp = self.parts.sensors.temperature_mc();
+        if let Err(e) = &temp {
+            tracing::error!(error = %e, "no temperature reading");
+        }
+        let mut bits = self.parts.sensors.throttled().unwrap_or(0);
+        if self.parts.sensors.undervoltage_alarm() == Some(true) {
+            bits |= 0x1;
+        }
+        self.bits_seen |= bits | ((bits & controller::FIRMWARE_NOW_MASK) << 16);
+        let busy = self.sys.as_mut().map(|s| {
+            s.refresh_cpu_usage();
+            (s.global_cpu_usage() as f64 / 100.0).clamp(0.0, 1.0)
+        });
+        let slow = now >= self.next_queue_tick;
+        if slow {
+            self.next_queue_tick = now + t.queue_loop_secs;
+        }
+        let queues = if slow { self.queues() } else { None };
+        let heavy_window = self
+            .quiet
+            .is_none_or(|q| q.allows_heavy_work(local_minute_of_day()));
+        let user_pause = t.pause_switch_file.exists();
+        let d = self.controller.step(&Observation {
+            now,
+            temp_c: temp.as_ref().ok().map(|m| *m as f64 / 1000.0),
+            firmware_bits: bits,
+            busy,
+            queues: queues.as_deref(),
+            config_writable: self.config_file == Some(false) && self.api_state == "ok",
+            heavy_window,
+            user_pause,
+        });
+        self.apply(&d);
+        self.report(&d, temp.ok(), busy, queues.as_deref());
+        d
+    }
+
+    fn apply(&mut self, d: &Decision) {
+        if self.last_clock != Some(d.clock_khz) {
+            match self.parts.cpufreq.set_max_khz(d.clock_khz) {
+                Ok(()) => {
+                    tracing::debug!(clock_mhz = d.clock_khz / 1000, "clock limit");
+                    self.last_clock = Some(d.clock_khz);
+                }
+                Err(e) => tracing::error!(error = %e, "cannot set the clock limit"),
+            }
+        }
+        let usec = d.quota.map(|q| (q * 1_000_000.0).round() as u64);
+        if self.last_quota != Some(usec) {
+            match self
+                .parts
+                .systemd
+                .set_cpu_quota(&self.cfg.units.immich_slice, usec)
+            {
+                Ok(()) => {
+                    tracing::debug!(quota_percent = ?usec.map(|u| u / 10_000), "CPU quota");
+                    self.last_quota = Some(usec);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, unit = %self.cfg.units.immich_slice, "cannot set the CPU quota")
+                }
+            }
+        }
+        for a in &d.actions {
+            let r = match self.parts.immich {
+                Some(api) => apply(api, a).map_err(|e| e.to_string()),
+                None => Err("no Immich API".into()),
+            };
+            match r {
+                Ok(()) => {
+                    tracing::info!(action = %controller::describe(a), temp_c = ?d.filtered_c, "queue change")
+                }
+                Err(e) => {
+                    tracing::warn!(action = %controller::describe(a), error = %e, "queue change failed");
+                    self.controller.action_failed(a);
+                }
+            }
+        }
+        // The controller records its steps as it decides them: persist
+        // whatever differs from what is on disk.
+        if *self.controller.ours() != self.saved.ours {
+            self.saved.ours = self.controller.ours().clone();
+            store_saved(&self.cfg.throttle.state_file, &self.saved);
+        }
+    }
+
+    fn report(
+        &mut self,
+        d: &Decision,
+        temp_mc: Option<i64>,
+        busy: Option<f64>,
+        queues: Option<&[QueueView]>,
+    ) {
+        let api_ok = self.api_state == "ok";
+        if self.last_mode != Some((d.mode, api_ok)) {
+            tracing::info!(
+                mode = d.mode.as_str(),
+                temp_c = ?d.filtered_c,
+                clock_mhz = d.clock_khz / 1000,
+                quota_percent = ?d.quota.map(|q| (q * 100.0).round()),
+                "{}",
+                d.reason
+            );
+            self.last_mode = Some((d.mode, api_ok));
+        }
+        let ours = self.controller.ours();
+        let ours_paused = ours.paused();
+        let others: Vec<String> = queues
+            .map(|qs| {
+                qs.iter()
+                    .filter(|q| q.paused && !ours_paused.contains(&q.name))
+                    .map(|q| q.name.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let s = Status {
+            mode: d.mode.as_str().into(),
+            reason: d.reason.clone(),
+            temperature_c: temp_mc.map(|m| m as f64 / 1000.0),
+            filtered_c: d.filtered_c,
+            setpoint_c: self.cfg.throttle.setpoint_celsius,
+            ceiling_c: self.cfg.throttle.ceiling_celsius,
+            clock_limit_mhz: d.clock_khz / 1000,
+            clock_max_mhz: self.clock_max_khz / 1000,
+            quota_percent: d.quota.map(|q| (q * 100.0).round() as u32),
+            paused_queues: ours_paused.into_iter().collect(),
+            stepped_down: ours.steps.iter().map(controller::describe).collect(),
+            paused_by_others: others,
+            immich: self.api_state.clone(),
+            firmware_bits: self.parts.sensors.throttled(),
+            firmware_bits_seen: self.bits_seen,
+            busy_percent: busy.map(|b| (b * 1000.0).round() / 10.0),
+            updated: crate::backup::state::now_rfc3339(),
+            pid: std::process::id(),
+        };
+        let text = serde_json::to_string_pretty(&s).expect("serialises");
+        if let Err(e) = host::write_atomic(&self.cfg.throttle.status_file, text.as_bytes(), 0o644) {
+            tracing::debug!(error = %e, "cannot write the status file");
+        }
+        if !self.cfg.throttle.prometheus_textfile.is_empty() {
+            let p = PathBuf::from(&self.cfg.throttle.prometheus_textfile);
+            if let Err(e) = host::write_atomic(&p, prometheus(&s).as_bytes(), 0o644) {
+                tracing::debug!(error = %e, "cannot write the Prometheus textfile");
+            }
+        }
+        self.parts.notify.notify(&format!(
+            "WATCHDOG=1\nSTATUS={} at {}, clock {} MHz{}",
+            d.mode.as_str(),
+            d.filtered_c
+                .map(|t| format!("{t:.1} °C"))
+                .unwrap_or_else(|| "? °C".into()),
+            d.clock_khz / 1000,
+            d.quota
+                .map(|q| format!(", quota {:.0} %", q * 100.0))
+                .unwrap_or_default()
+        ));
+    }
+
+    /// Undoes everything and clears the state file (a clean stop).
+    pub fn shutdown(&mut self) {
+        self.parts.notify.notify("STOPPING=1");
+        self.saved.ours = self.controller.ours().clone();
+        let left = restore(self.cfg, &self.parts, &self.saved);
+        store_saved(&self.cfg.throttle.state_file, &left);
+        if left == Saved::default() {
+            let _ = std::fs::remove_file(&self.cfg.throttle.state_file);
+        }
+        let _ = std::fs::remove_file(&self.cfg.throttle.status_file);
+    }
+}
+
+/// The Prometheus textfile with the status figures.
+pub fn prometheus(s: &Status) -> String {
+    let mut o = String::new();
+    let mut g = |name: &str, help: &str, v: f64| {
+        o.push_str(&format!("# HELP immich_throttle_{name} {help}\n# TYPE immich_throttle_{name} gauge\nimmich_throttle_{name} {v}\n"));
+    };
+    if let Some(t) = s.temperature_c {
+        g("temperature_celsius", "SoC temperature.", t);
+    }
+    g(
+        "setpoint_celsius",
+        "Temperature the throttler holds.",
+        s.setpoint_c,
+    );
+    g(
+        "clock_limit_hertz",
+        "CPU clock limit set by the throttler.",
+        s.clock_limit_mhz as f64 * 1e6,
+    );
+    g(
+        "quota_cores",
+        "CPU quota on Immich in cores (0 means no quota).",
+        s.quota_percent.map(|q| q as f64 / 100.0).unwrap_or(0.0),
+    );
+    g(
+        "paused_queues",
+        "Immich queues paused by the throttler.",
+        s.paused_queues.len() as f64,
+    );
+    g(
+        "emergency",
+        "1 while latched in the emergency mode.",
+        f64::from(u8::from(s.mode == "emergency")),
+    );
+    o.push_str(&format!("# HELP immich_throttle_mode Current mode.\n# TYPE immich_throttle_mode gauge\nimmich_throttle_mode{{mode=\"{}\"}} 1\n", s.mode));
+    o
+}
+
+/// Reads the API key: the service credential, else the file on the drive.
+pub fn api_key(cfg: &Config) -> Result<String, String> {
+    let name = format!("{}_api-key", cfg.throttle.api_key_credential);
+    let path = match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) => PathBuf::from(dir).join(&name),
+        None => cfg.drive_path(&cfg.layout.throttle_key).join("api-key"),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(k) if !k.trim().is_empty() => Ok(k.trim().to_owned()),
+        Ok(_) => Err(format!(
+            "the Immich API key file {} is empty",
+            path.display()
+        )),
+        Err(_) => Err(format!(
+            "no Immich API key ({} is missing); create one with `sudo immich-throttle setup-api-key`",
+            path.display()
+        )),
+    }
+}
+
+/// Sleeps until the next poll or a termination signal; true when signalled.
+pub fn wait_or_signal(timeout: Duration) -> bool {
+    let mut set = nix::sys::signal::SigSet::empty();
+    for s in [
+        nix::sys::signal::SIGTERM,
+        nix::sys::signal::SIGINT,
+        nix::sys::signal::SIGHUP,
+    ] {
+        set.add(s);
+    }
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: set and ts are valid for the call; info may be null.
+    let r = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) };
+    r > 0
+}
+
+/// Blocks the termination signals so that `wait_or_signal` receives them.
+pub fn block_signals() {
+    let mut set = nix::sys::signal::SigSet::empty();
+    for s in [
+        nix::sys::signal::SIGTERM,
+        nix::sys::signal::SIGINT,
+        nix::sys::signal::SIGHUP,
+    ] {
+        set.add(s);
+    }
+    let _ = set.thread_block();
+}

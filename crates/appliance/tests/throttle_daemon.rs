@@ -1,0 +1,287 @@
+//! The throttler daemon against a sysfs tree, the fake Immich and an
+//! in-memory quota: clock first, emergency pauses, the user's switch, the
+//! API key missing, and restoring on a clean stop and after a crash.
+//! (The quota over real D-Bus is in the VM story 30-throttle.)
+
+use std::cell::RefCell;
+use std::path::Path;
+use std::time::Duration;
+
+use appliance::config::Config;
+use appliance::immich::{Client, ImmichApi};
+use appliance::sd_notify::Notify;
+use appliance::systemd::{MountSpec, Systemd, UnitError, UnitState};
+use appliance::throttle::daemon::{self, Daemon, Parts};
+use appliance::throttle::sysfs::{self, CpuFreq, Sysfs};
+use fake_immich::{Fake, Options};
+
+#[derive(Default)]
+struct Quota(RefCell<Option<u64>>);
+
+impl Systemd for Quota {
+    fn start(&self, _: &str, _: Duration) -> Result<(), UnitError> {
+        unreachable!()
+    }
+    fn stop(&self, _: &str, _: Duration) -> Result<(), UnitError> {
+        unreachable!()
+    }
+    fn state(&self, _: &str) -> Result<UnitState, UnitError> {
+        unreachable!()
+    }
+    fn mount(&self, _: &MountSpec, _: Duration) -> Result<(), UnitError> {
+        unreachable!()
+    }
+    fn set_cpu_quota(&self, _: &str, usec: Option<u64>) -> Result<(), UnitError> {
+        *self.0.borrow_mut() = usec;
+        Ok(())
+    }
+    fn cpu_quota(&self, _: &str) -> Result<Option<u64>, UnitError> {
+        Ok(*self.0.borrow())
+    }
+    fn journal_tail(&self, _: &str, _: usize) -> String {
+        String::new()
+    }
+}
+
+#[derive(Default)]
+struct Notes(RefCell<Vec<String>>);
+impl Notify for Notes {
+    fn notify(&self, s: &str) {
+        self.0.borrow_mut().push(s.to_owned());
+    }
+}
+
+fn config(dir: &Path) -> Config {
+    let text = format!(
+        "[throttle]\nsysfs-root = \"{d}/sys\"\nstate-file = \"{d}/state.json\"\nstatus-file = \"{d}/status.json\"\npause-switch-file = \"{d}/pause\"\nprometheus-textfile = \"{d}/throttle.prom\"\npoll-secs = 0.1\nqueue-loop-secs = 0.1\n",
+        d = dir.display()
+    );
+    Config::from_str_with_defaults(&text, Path::new("t.toml")).unwrap()
+}
+
+fn set_temp(dir: &Path, mc: i64) {
+    std::fs::write(
+        dir.join("sys/class/thermal/thermal_zone0/temp"),
+        format!("{mc}\n"),
+    )
+    .unwrap();
+}
+
+fn setup(backlog: bool) -> (tempfile::TempDir, Config, Fake) {
+    let d = tempfile::tempdir().unwrap();
+    sysfs::write_fake_tree(&d.path().join("sys"), 60_000, true).unwrap();
+    let cfg = config(d.path());
+    let mut opts = Options {
+        api_key: Some("k".into()),
+        ..Default::default()
+    };
+    if backlog {
+        opts.backlog = vec![
+            ("videoConversion".into(), 50),
+            ("thumbnailGeneration".into(), 5000),
+            ("smartSearch".into(), 5000),
+        ];
+    }
+    let f = Fake::spawn("127.0.0.1:0", opts).unwrap();
+    (d, cfg, f)
+}
+
+fn ticks(d: &mut Daemon, n: usize) {
+    for _ in 0..n {
+        d.tick();
+        std::thread::sleep(Duration::from_millis(105));
+    }
+}
+
+#[test]
+fn emergency_pauses_heavy_queues_and_a_clean_stop_restores_everything() {
+    let (dir, cfg, fake) = setup(true);
+    let s = Sysfs::new(&cfg.throttle.sysfs_root, "thermal_zone0", "policy0");
+    let quota = Quota::default();
+    let client = Client::new(&fake.url(), Some("k".into()), Duration::from_secs(5));
+    fake.set_paused("library", true); // a user's own pause, to be left alone
+    let notes = Notes::default();
+    let parts = Parts {
+        sensors: &s,
+        cpufreq: &s,
+        systemd: &quota,
+        immich: Some(&client as &dyn ImmichApi),
+        immich_missing: None,
+        notify: &notes,
+    };
+    let mut d = Daemon::start(&cfg, parts).unwrap();
+    ticks(&mut d, 3);
+    set_temp(dir.path(), 79_300);
+    ticks(&mut d, 3);
+    let status: daemon::Status =
+        serde_json::from_str(&std::fs::read_to_string(&cfg.throttle.status_file).unwrap()).unwrap();
+    assert_eq!(status.mode, "emergency", "{status:?}");
+    assert_eq!(status.clock_limit_mhz, 600);
+    assert_eq!(status.quota_percent, Some(40));
+    assert_eq!(*quota.0.borrow(), Some(400_000), "40 % of one core");
+    let paused = fake.snapshot()["paused"].clone();
+    for q in [
+        "videoConversion",
+        "thumbnailGeneration",
+        "smartSearch",
+        "library",
+    ] {
+        assert!(
+            paused.as_array().unwrap().iter().any(|p| p == q),
+            "{q} not paused: {paused}"
+        );
+    }
+    for q in ["backgroundTask", "notifications", "backupDatabase"] {
+        assert!(
+            !paused.as_array().unwrap().iter().any(|p| p == q),
+            "{q} must never be paused"
+        );
+    }
+    assert!(
+        !status.paused_queues.contains(&"library".to_string()),
+        "library was the user's pause"
+    );
+    assert!(status.paused_by_others.contains(&"library".to_string()));
+    let saved = daemon::load_saved(&cfg.throttle.state_file);
+    assert!(
+        saved.ours.paused().contains("videoConversion"),
+        "the pauses are persisted"
+    );
+    assert!(notes.0.borrow().iter().any(|n| n.starts_with("WATCHDOG=1")));
+    let prom = std::fs::read_to_string(dir.path().join("throttle.prom")).unwrap();
+    assert!(prom.contains("immich_throttle_emergency 1"), "{prom}");
+
+    d.shutdown();
+    assert_eq!(
+        s.freq().unwrap().scaling_max_khz,
+        1_500_000,
+        "the clock is restored"
+    );
+    assert_eq!(*quota.0.borrow(), None, "the quota is removed");
+    assert_eq!(
+        fake.snapshot()["paused"],
+        serde_json::json!(["library"]),
+        "only the user's pause remains"
+    );
+    assert!(!cfg.throttle.state_file.exists());
+}
+
+#[test]
+fn a_crash_is_undone_when_the_next_run_starts_or_by_restore() {
+    let (dir, cfg, fake) = setup(true);
+    let s = Sysfs::new(&cfg.throttle.sysfs_root, "thermal_zone0", "policy0");
+    let quota = Quota::default();
+    let client = Client::new(&fake.url(), Some("k".into()), Duration::from_secs(5));
+    let notes = Notes::default();
+    let parts = || Parts {
+        sensors: &s,
+        cpufreq: &s,
+        systemd: &quota,
+        immich: Some(&client as &dyn ImmichApi),
+        immich_missing: None,
+        notify: &notes,
+    };
+    set_temp(dir.path(), 79_500);
+    let mut d = Daemon::start(&cfg, parts()).unwrap();
+    ticks(&mut d, 3);
+    assert!(!fake.snapshot()["paused"].as_array().unwrap().is_empty());
+    // A crash: no shutdown; the state file says what to undo.
+    drop(d);
+    assert_eq!(s.freq().unwrap().scaling_max_khz, 600_000);
+    let saved = daemon::load_saved(&cfg.throttle.state_file);
+    assert_eq!(saved.original_max_khz, Some(1_500_000));
+    // What ExecStopPost runs:
+    let left = daemon::restore(&cfg, &parts(), &saved);
+    assert_eq!(left, daemon::Saved::default());
+    assert_eq!(s.freq().unwrap().scaling_max_khz, 1_500_000);
+    assert_eq!(fake.snapshot()["paused"], serde_json::json!([]));
+    // And a restart reconciles too.
+    let mut d = Daemon::start(&cfg, parts()).unwrap();
+    ticks(&mut d, 3);
+    drop(d);
+    let _ = Daemon::start(&cfg, parts()).unwrap();
+    assert_eq!(
+        fake.snapshot()["paused"],
+        serde_json::json!([]),
+        "the new run undid the crashed run's pauses"
+    );
+}
+
+#[test]
+fn without_an_api_key_it_still_controls_the_clock() {
+    let (dir, cfg, _fake) = setup(false);
+    let s = Sysfs::new(&cfg.throttle.sysfs_root, "thermal_zone0", "policy0");
+    let quota = Quota::default();
+    let notes = Notes::default();
+    let parts = Parts {
+        sensors: &s,
+        cpufreq: &s,
+        systemd: &quota,
+        immich: None,
+        immich_missing: Some("no Immich API key".into()),
+        notify: &notes,
+    };
+    let mut d = Daemon::start(&cfg, parts).unwrap();
+    set_temp(dir.path(), 79_500);
+    ticks(&mut d, 2);
+    let status: daemon::Status =
+        serde_json::from_str(&std::fs::read_to_string(&cfg.throttle.status_file).unwrap()).unwrap();
+    assert_eq!(status.clock_limit_mhz, 600);
+    assert_eq!(status.immich, "no Immich API key");
+    d.shutdown();
+}
+
+#[test]
+fn a_missing_sensor_fails_safe() {
+    let (dir, cfg, _fake) = setup(false);
+    let s = Sysfs::new(&cfg.throttle.sysfs_root, "thermal_zone0", "policy0");
+    let quota = Quota::default();
+    let notes = Notes::default();
+    let parts = Parts {
+        sensors: &s,
+        cpufreq: &s,
+        systemd: &quota,
+        immich: None,
+        immich_missing: Some("no key".into()),
+        notify: &notes,
+    };
+    let mut d = Daemon::start(&cfg, parts).unwrap();
+    std::fs::remove_file(dir.path().join("sys/class/thermal/thermal_zone0/temp")).unwrap();
+    ticks(&mut d, 2);
+    let status: daemon::Status =
+        serde_json::from_str(&std::fs::read_to_string(&cfg.throttle.status_file).unwrap()).unwrap();
+    assert_eq!(status.mode, "sensor-failure");
+    assert_eq!(status.clock_limit_mhz, 600);
+    d.shutdown();
+}
+
+#[test]
+fn the_user_switch_pauses_heavy_work() {
+    let (dir, cfg, fake) = setup(true);
+    let s = Sysfs::new(&cfg.throttle.sysfs_root, "thermal_zone0", "policy0");
+    let quota = Quota::default();
+    let client = Client::new(&fake.url(), Some("k".into()), Duration::from_secs(5));
+    let notes = Notes::default();
+    let parts = Parts {
+        sensors: &s,
+        cpufreq: &s,
+        systemd: &quota,
+        immich: Some(&client as &dyn ImmichApi),
+        immich_missing: None,
+        notify: &notes,
+    };
+    let mut d = Daemon::start(&cfg, parts).unwrap();
+    std::fs::write(&cfg.throttle.pause_switch_file, "x").unwrap();
+    ticks(&mut d, 2);
+    let status: daemon::Status =
+        serde_json::from_str(&std::fs::read_to_string(&cfg.throttle.status_file).unwrap()).unwrap();
+    assert_eq!(status.mode, "paused-by-user");
+    assert!(
+        status
+            .paused_queues
+            .contains(&"videoConversion".to_string())
+    );
+    let _ = dir;
+    d.shutdown();
+    assert_eq!(fake.snapshot()["paused"], serde_json::json!([]));
+}
