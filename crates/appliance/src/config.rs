@@ -109,7 +109,10 @@ pub struct Units {
     pub stop_first: Vec<String>,
     pub throttle: String,
     pub backup: String,
+    pub backup_timer: String,
+    pub backup_after_unlock: String,
     pub drill: String,
+    pub drill_timer: String,
     pub postgresql_server: String,
     pub immich_slice: String,
     pub start_timeout_secs: u64,
@@ -124,6 +127,8 @@ pub struct Immich {
     pub ping_timeout_secs: u64,
     pub tailscale_serve: bool,
     pub mdns_name: String,
+    pub ml_enabled: bool,
+    pub ml_urls: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -149,7 +154,6 @@ pub struct Throttle {
     pub status_file: PathBuf,
     pub pause_switch_file: PathBuf,
     pub prometheus_textfile: String,
-    pub ml_urls: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -63,8 +63,9 @@ impl UnitState {
     pub fn is_active(&self) -> bool {
         self.active == "active" || self.active == "reloading"
     }
+    /// Failed, or died and waiting to be restarted (Restart=on-failure).
     pub fn is_failed(&self) -> bool {
-        self.active == "failed"
+        self.active == "failed" || self.sub == "auto-restart"
     }
 }
 
@@ -271,7 +272,7 @@ impl Systemd for DbusSystemd {
             // A Type=simple service whose process dies at once still
             // finishes its start job with "done"; look at the state too.
             let st = self.state(unit)?;
-            if !st.is_active() && st.active != "activating" {
+            if st.is_failed() || (!st.is_active() && st.active != "activating") {
                 return Err(UnitError::JobFailed {
                     unit: unit.to_owned(),
                     verb: "start",

@@ -36,7 +36,6 @@ DEV may be /dev/sdX, a partition, or a /dev/disk/by-id, by-uuid or by-label link
     version,
     about = ABOUT,
     after_help = format!("{AFTER_HELP}\n{}", appliance::exit::EXIT_CODES_HELP),
-    args_conflicts_with_subcommands = true,
     group(ArgGroup::new("verb").args(["start", "stop", "status"]))
 )]
 pub struct Cli {
@@ -117,6 +116,21 @@ pub enum Cmd {
     },
 }
 
+impl Cmd {
+    /// The subcommand as typed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Cmd::Start(_) => "start",
+            Cmd::Stop => "stop",
+            Cmd::Status => "status",
+            Cmd::Init(_) => "init",
+            Cmd::ShowConfig(_) => "show-config",
+            Cmd::Completions { .. } => "completions",
+            Cmd::Man { .. } => "man",
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct InitArgs {
     /// The drive to prepare
@@ -153,6 +167,42 @@ pub enum Verb<'a> {
 }
 
 impl Cli {
+    /// Parses the command line; exits with a usage error (code 2) on a
+    /// contradiction.
+    pub fn parse_args() -> Self {
+        let cli = <Self as Parser>::parse();
+        if let Err(e) = cli.check() {
+            e.exit();
+        }
+        cli
+    }
+
+    /// The flag form and the subcommands are two spellings of one verb; mixing
+    /// them is an error. (Global options such as --config go anywhere.)
+    pub fn check(&self) -> Result<(), clap::Error> {
+        let flags = [
+            ("--start", self.start),
+            ("--stop", self.stop),
+            ("--status", self.status),
+            ("--immich-drive", self.drive.immich_drive.is_some()),
+            ("--no-decryption", self.drive.no_decryption),
+            ("--timings", self.drive.timings),
+        ];
+        if let (Some(cmd), Some((flag, _))) = (&self.cmd, flags.iter().find(|(_, set)| *set)) {
+            let name = cmd.name();
+            let mut c = <Self as clap::CommandFactory>::command();
+            return Err(c.error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!(
+                    "{flag} cannot be combined with the `{name}` subcommand; use the flags alone \
+                     (immich-server --start --immich-drive DEV) or the subcommand alone \
+                     (immich-server start --immich-drive DEV)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn verb(&self) -> Option<Verb<'_>> {
         match &self.cmd {
             Some(Cmd::Start(a)) => Some(Verb::Start(a)),
@@ -181,7 +231,9 @@ mod tests {
     use clap::CommandFactory;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("immich-server").chain(args.iter().copied()))
+        let c = Cli::try_parse_from(std::iter::once("immich-server").chain(args.iter().copied()))?;
+        c.check()?;
+        Ok(c)
     }
 
     #[test]
@@ -234,6 +286,8 @@ mod tests {
     fn contradictions_are_usage_errors() {
         assert!(parse(&["--start", "--stop"]).is_err());
         assert!(parse(&["--start", "stop"]).is_err());
+        assert!(parse(&["--immich-drive", "/dev/sda", "init"]).is_err());
+        assert!(parse(&["stop", "--start"]).is_err());
         assert!(parse(&["-v", "-q", "--status"]).is_err());
         assert!(parse(&["--immich-drive"]).is_err());
         assert!(parse(&["init"]).is_err(), "init needs the device");

@@ -17,7 +17,7 @@ use appliance::net::SystemAddresses;
 use appliance::secret::Source;
 use appliance::systemd::DbusSystemd;
 use appliance::{host, init, status};
-use clap::{CommandFactory, Parser};
+use clap::CommandFactory;
 
 use cli::{Cli, Cmd, Verb};
 
@@ -51,7 +51,7 @@ impl<E: Into<anyhow::Error>> From<E> for Fail {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     appliance::logging::init(cli.verbosity());
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -345,29 +345,34 @@ impl<'a> Daemon<'a> {
         result.ok()
     }
 
+    /// Applies the machine-learning settings the config manages (enabled,
+    /// URLs) once, when they differ from Immich's.
     fn apply_ml_urls(&mut self, api: &dyn ImmichApi, mut c: serde_json::Value) {
-        let want = &self.cfg.throttle.ml_urls;
-        if want.is_empty() {
+        let im = &self.cfg.immich;
+        let mut changed = false;
+        if let Some(v) = c.pointer_mut("/machineLearning/enabled")
+            && v.as_bool() != Some(im.ml_enabled)
+        {
+            *v = serde_json::json!(im.ml_enabled);
+            changed = true;
+        }
+        if !im.ml_urls.is_empty()
+            && let Some(v) = c.pointer_mut("/machineLearning/urls")
+            && *v != serde_json::json!(im.ml_urls)
+        {
+            *v = serde_json::json!(im.ml_urls);
+            changed = true;
+        }
+        if !changed {
             self.ml_urls_done = true;
             return;
         }
-        let have: Vec<String> = c
-            .pointer("/machineLearning/urls")
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .unwrap_or_default();
-        if &have == want {
-            self.ml_urls_done = true;
-            return;
-        }
-        if let Some(v) = c.pointer_mut("/machineLearning/urls") {
-            *v = serde_json::json!(want);
-            match api.put_system_config(&c) {
-                Ok(()) => {
-                    tracing::info!(urls = ?want, "set Immich's machine-learning URLs");
-                    self.ml_urls_done = true;
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot set Immich's machine-learning URLs"),
+        match api.put_system_config(&c) {
+            Ok(()) => {
+                tracing::info!(enabled = im.ml_enabled, urls = ?im.ml_urls, "set Immich's machine-learning settings");
+                self.ml_urls_done = true;
             }
+            Err(e) => tracing::warn!(error = %e, "cannot set Immich's machine-learning settings"),
         }
     }
 

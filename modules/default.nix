@@ -1,0 +1,13 @@
+# The Immich appliance: one option tree, services.immich-appliance, built on
+# nixpkgs' services.immich, services.postgresql, services.redis and
+# services.tailscale.
+{
+  imports = [
+    ./appliance.nix
+    ./machine-learning.nix
+    ./throttle.nix
+    ./backup.nix
+    ./remote-access.nix
+    ./hardening.nix
+  ];
+}

@@ -1,0 +1,43 @@
+# Your own appliance. `nix flake init -t github:immich-appliance/immich-appliance`
+# puts this file in a directory of yours; edit the marked lines, then:
+#   nix build .#sd-image                    (a card image with your settings)
+#   nixos-rebuild switch --flake .#immich    (on the Pi, or with --target-host)
+{
+  inputs = {
+    immich-appliance.url = "github:immich-appliance/immich-appliance";
+    nixpkgs.follows = "immich-appliance/nixpkgs";
+    nixos-hardware.follows = "immich-appliance/nixos-hardware";
+  };
+
+  outputs =
+    {
+      self,
+      nixpkgs,
+      nixos-hardware,
+      immich-appliance,
+    }:
+    {
+      nixosConfigurations.immich = nixpkgs.lib.nixosSystem {
+        modules = [
+          immich-appliance.nixosModules.default
+          nixos-hardware.nixosModules.raspberry-pi-4
+          "${immich-appliance}/hosts/rpi4"
+          "${immich-appliance}/images/sd-image.nix"
+          {
+            services.immich-appliance = {
+              # EDIT: your SSH public key(s).
+              access.authorizedKeys = [ "ssh-ed25519 AAAA... you@laptop" ];
+              # EDIT: 2, 4 or 8 (GB of RAM on your Pi).
+              boardMemoryGiB = 4;
+              # Optional: a monitor that tells you when backups stop.
+              # backup.pingUrl = "https://hc-ping.com/your-uuid";
+            };
+            # EDIT: your time zone, for backup times and quiet hours.
+            time.timeZone = "Europe/Berlin";
+          }
+        ];
+      };
+
+      packages.aarch64-linux.sd-image = self.nixosConfigurations.immich.config.system.build.sdImage;
+    };
+}

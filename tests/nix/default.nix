@@ -1,0 +1,497 @@
+# Unit tests of the appliance's NixOS modules, on nixpkgs' lib alone:
+#   nix-instantiate --eval --strict --json tests/nix --arg lib 'import <nixpkgs/lib>'
+# prints [] when every test passes, else the failures.
+{ lib }:
+
+let
+  e = import ./eval.nix { inherit lib; };
+  inherit (e) config failedAssertions settings;
+  ia = v: { services.immich-appliance = v; };
+  mount = "srv-immich.mount";
+  svc = cfg: name: cfg.systemd.services.${name};
+  unitAttr = name: lib.head (lib.splitString "." name);
+  wantedBy =
+    cfg: unit:
+    if lib.hasSuffix ".target" unit then
+      cfg.systemd.targets.${unitAttr unit}.wantedBy
+    else
+      cfg.systemd.services.${unitAttr unit}.wantedBy;
+  hasMessage = infix: cfg: lib.any (lib.hasInfix infix) (failedAssertions cfg);
+  big = config [ (ia { boardMemoryGiB = 8; }) ];
+in
+lib.runTests {
+  testTheSmallestApplianceHasNoFailedAssertions = {
+    expr = failedAssertions (config [ ]);
+    expected = [ ];
+  };
+
+  # The threat model: nothing of the stack starts at boot, while the drive
+  # is locked (nixpkgs starts all of them at boot; see stubs/upstream.nix).
+  testNoStackUnitStartsAtBoot = {
+    expr = lib.filter (u: wantedBy big u != [ ]) (settings big).units.stack;
+    expected = [ ];
+  };
+  testTheStackIsWhatImmichServerStarts = {
+    expr = (settings big).units.stack;
+    expected = [
+      "postgresql.target"
+      "redis-immich.service"
+      "immich-server.service"
+      "immich-machine-learning.service"
+      "immich-throttle.service"
+    ];
+  };
+  testEveryUnitThatTouchesTheDriveIsBoundToItsMount = {
+    expr = lib.filter (n: !(lib.elem mount (svc big n).bindsTo && lib.elem mount (svc big n).after)) [
+      "postgresql"
+      "postgresql-setup"
+      "immich-server"
+      "immich-machine-learning"
+      "immich-throttle"
+    ];
+    expected = [ ];
+  };
+  testPostgresqlNeedsItsDataDirOnTheDrive = {
+    expr = (svc big "postgresql").unitConfig.RequiresMountsFor;
+    expected = [
+      "/srv/immich/postgres/17"
+      "/srv/immich/postgres/17"
+    ];
+  };
+  testMountUnitNameIsEscapedLikeSystemd = {
+    expr =
+      let
+        c = config [ (ia { drive.mountPoint = "/srv/my-photos"; }) ];
+      in
+      {
+        bindsTo = (svc c "immich-server").bindsTo;
+        media = c.services.immich.mediaLocation;
+        pg = c.services.postgresql.dataDir;
+        toml = (settings c).drive.mount-point;
+      };
+    expected = {
+      bindsTo = [ "srv-my\\x2dphotos.mount" ];
+      media = "/srv/my-photos/immich";
+      pg = "/srv/my-photos/postgres/17";
+      toml = "/srv/my-photos";
+    };
+  };
+  testMountPointMustBeAbsolute = {
+    expr = builtins.tryEval (config [ (ia { drive.mountPoint = "srv/immich"; }) ]).services.immich-appliance.drive.mountPoint;
+    expected = {
+      success = false;
+      value = false;
+    };
+  };
+
+  # The config.toml the Rust tools read.
+  testConfigTomlFollowsTheOptions = {
+    expr =
+      let
+        s = settings (
+          config [
+            (ia {
+              drive.mapperName = "photos";
+              throttle.setpointCelsius = 68;
+              backup.keep.daily = 14;
+            })
+          ]
+        );
+      in
+      {
+        inherit (s.drive) mapper-name;
+        inherit (s.throttle) setpoint-celsius;
+        inherit (s.backup) keep-daily;
+        pg = s.layout.postgres.path;
+        owner = s.layout.media.owner;
+        url = s.immich.url;
+      };
+    expected = {
+      mapper-name = "photos";
+      setpoint-celsius = 68;
+      keep-daily = 14;
+      pg = "postgres/17";
+      owner = "immich";
+      url = "http://127.0.0.1:2283";
+    };
+  };
+  testOneSettingOverridesOneKey = {
+    expr =
+      let
+        s = settings (config [ (ia { settings.units.start-timeout-secs = 900; }) ]);
+      in
+      {
+        timeout = s.units.start-timeout-secs;
+        stackKept = lib.head s.units.stack;
+        throttleKept = s.units.throttle;
+      };
+    expected = {
+      timeout = 900;
+      stackKept = "postgresql.target";
+      throttleKept = "immich-throttle.service";
+    };
+  };
+  testConfigFileIsInEtc = {
+    expr = (config [ ]).environment.etc."immich-appliance/config.toml".source.value.drive.mount-point;
+    expected = "/srv/immich";
+  };
+  testToolsAreStorePaths = {
+    expr = lib.filter (p: !(lib.hasPrefix "/nix/store/" p)) (lib.attrValues (settings (config [ ])).tools);
+    expected = [ ];
+  };
+
+  # Immich's own config stays in its database, where the throttler can
+  # lower concurrency.
+  testImmichSettingsStayNull = {
+    expr = {
+      inherit ((config [ ]).services.immich) settings;
+      inherit ((config [ ])) warnings;
+    };
+    expected = {
+      settings = null;
+      warnings = [ ];
+    };
+  };
+  testImmichSettingsFileWarns = {
+    expr = lib.length (config [ { services.immich.settings.newVersionCheck.enabled = false; } ]).warnings;
+    expected = 1;
+  };
+
+  # Logins: no password anywhere.
+  testNoPasswordIsSet = {
+    expr =
+      let
+        c = config [ ];
+        u = c.users.users.admin;
+      in
+      {
+        inherit (u)
+          password
+          hashedPassword
+          hashedPasswordFile
+          initialPassword
+          initialHashedPassword
+          ;
+        keys = u.openssh.authorizedKeys.keys;
+        inherit (c.services.openssh.settings)
+          PasswordAuthentication
+          KbdInteractiveAuthentication
+          PermitRootLogin
+          AllowUsers
+          ;
+      };
+    expected = {
+      password = null;
+      hashedPassword = null;
+      hashedPasswordFile = null;
+      initialPassword = null;
+      initialHashedPassword = null;
+      keys = [ e.key ];
+      PasswordAuthentication = false;
+      KbdInteractiveAuthentication = false;
+      PermitRootLogin = "no";
+      AllowUsers = [ "admin" ];
+    };
+  };
+  testWithoutAnyKeyTheBuildFails = {
+    expr = hasMessage "Nobody could log in" (e.bareConfig [ (ia { enable = true; }) ]);
+    expected = true;
+  };
+  testKeysFromTheBootPartitionAreEnough = {
+    expr =
+      let
+        c = e.bareConfig [
+          (ia {
+            enable = true;
+            access.importKeysFromBootPartition = true;
+          })
+        ];
+      in
+      {
+        failed = failedAssertions c;
+        files = c.services.openssh.authorizedKeysFiles;
+        beforeSshd = (svc c "immich-appliance-import-ssh-keys").before;
+      };
+    expected = {
+      failed = [ ];
+      files = [ "/var/lib/immich-appliance/ssh/%u" ];
+      beforeSshd = [ "sshd.service" ];
+    };
+  };
+  testNoConsoleAutologinByDefault = {
+    expr = (config [ ]).services.getty.autologinUser;
+    expected = null;
+  };
+
+  # Machine learning.
+  testMachineLearningFollowsBoardMemory = {
+    expr = map (
+      gib:
+      let
+        c = config [ (ia { boardMemoryGiB = gib; }) ];
+      in
+      {
+        inherit (c.services.immich-appliance.machineLearning) mode;
+        service = c.services.immich.machine-learning.enable;
+        enabled = (settings c).immich.ml-enabled;
+        inStack = lib.elem "immich-machine-learning.service" (settings c).units.stack;
+      }
+    ) [
+      4
+      8
+    ];
+    expected = [
+      {
+        mode = "off";
+        service = false;
+        enabled = false;
+        inStack = false;
+      }
+      {
+        mode = "local";
+        service = true;
+        enabled = true;
+        inStack = true;
+      }
+    ];
+  };
+  testRemoteMachineLearningFallsBackToThePi = {
+    expr = map (
+      gib:
+      let
+        c = config [
+          (ia {
+            boardMemoryGiB = gib;
+            machineLearning = {
+              mode = "remote";
+              remoteUrls = [ "http://desktop:3003" ];
+            };
+          })
+        ];
+      in
+      {
+        urls = (settings c).immich.ml-urls;
+        local = c.services.immich.machine-learning.enable;
+      }
+    ) [
+      4
+      8
+    ];
+    expected = [
+      {
+        urls = [ "http://desktop:3003" ];
+        local = false;
+      }
+      {
+        urls = [
+          "http://desktop:3003"
+          "http://localhost:3003"
+        ];
+        local = true;
+      }
+    ];
+  };
+  testRemoteMachineLearningNeedsUrls = {
+    expr = hasMessage "set machineLearning.remoteUrls" (config [ (ia { machineLearning.mode = "remote"; }) ]);
+    expected = true;
+  };
+
+  # The throttler.
+  testThrottleTemperaturesMustBeOrdered = {
+    expr = hasMessage "releaseCelsius < setpointCelsius <= ceilingCelsius" (
+      config [
+        (ia {
+          throttle = {
+            setpointCelsius = 76;
+            ceilingCelsius = 74;
+          };
+        })
+      ]
+    );
+    expected = true;
+  };
+  testThrottleServiceRestoresAfterACrash = {
+    expr =
+      let
+        sc = (svc (config [ ]) "immich-throttle").serviceConfig;
+      in
+      {
+        inherit (sc) Type Restart;
+        stopPost = lib.hasSuffix "/bin/immich-throttle restore" sc.ExecStopPost;
+        credential = sc.LoadCredential;
+      };
+    expected = {
+      Type = "notify";
+      Restart = "on-failure";
+      stopPost = true;
+      credential = "immich:/srv/immich/secrets/immich-throttle";
+    };
+  };
+  testWithoutTheThrottlerItIsNotStarted = {
+    expr =
+      let
+        c = config [ (ia { throttle.enable = false; }) ];
+      in
+      {
+        inStack = lib.elem "immich-throttle.service" (settings c).units.stack;
+        unit = c.systemd.services ? immich-throttle;
+      };
+    expected = {
+      inStack = false;
+      unit = false;
+    };
+  };
+
+  # Reaching Immich.
+  testLanOpensImmichsPortOnly = {
+    expr = map (c: c.networking.firewall.allowedTCPPorts) [
+      (config [ ])
+      (config [ (ia { remoteAccess.lan.enable = false; }) ])
+      (config [ { services.immich.port = 3001; } ])
+    ];
+    expected = [
+      [ 2283 ]
+      [ ]
+      [ 3001 ]
+    ];
+  };
+  testTailscaleInterfaceIsTrusted = {
+    expr = (config [ ]).networking.firewall.trustedInterfaces;
+    expected = [ "tailscale0" ];
+  };
+  testTailscaleKeyOnTheDriveLogsInAfterUnlock = {
+    expr =
+      let
+        c = config [ (ia { remoteAccess.tailscale.authKeyFromDrive = true; }) ];
+        u = svc c "tailscaled-autoconnect";
+      in
+      {
+        key = c.services.tailscale.authKeyFile;
+        inherit (u) wantedBy bindsTo;
+        afterStart = (settings c).units.after-start;
+      };
+    expected = {
+      key = "/srv/immich/secrets/tailscale-authkey";
+      wantedBy = [ ];
+      bindsTo = [ mount ];
+      afterStart = [
+        "immich-backup-after-unlock.timer"
+        "tailscaled-autoconnect.service"
+      ];
+    };
+  };
+  testRedisKeepsNothingOnDisk = {
+    expr = {
+      inherit ((config [ ]).services.redis.servers.immich) save appendOnly;
+    };
+    expected = {
+      save = [ ];
+      appendOnly = false;
+    };
+  };
+  testJournalStaysInRam = {
+    expr = (config [ ]).services.journald.storage;
+    expected = "volatile";
+  };
+
+  # Backups.
+  testBackupTimers = {
+    expr =
+      let
+        c = config [ (ia { backup.schedule = "*-*-* 02:00:00"; }) ];
+      in
+      {
+        daily = c.systemd.timers.immich-backup.timerConfig;
+        dailyAtBoot = c.systemd.timers.immich-backup.wantedBy;
+        afterUnlock = {
+          inherit (c.systemd.timers.immich-backup-after-unlock) wantedBy bindsTo;
+        };
+        # A run while the drive is locked records a skip instead of not
+        # running at all.
+        serviceBound = (svc c "immich-backup").bindsTo;
+      };
+    expected = {
+      daily = {
+        OnCalendar = "*-*-* 02:00:00";
+        Persistent = true;
+        RandomizedDelaySec = "20min";
+        Unit = "immich-backup.service";
+      };
+      dailyAtBoot = [ "timers.target" ];
+      afterUnlock = {
+        wantedBy = [ ];
+        bindsTo = [ mount ];
+      };
+      serviceBound = [ ];
+    };
+  };
+  testWithoutBackupsNothingIsScheduled = {
+    expr =
+      let
+        c = config [ (ia { backup.enable = false; }) ];
+      in
+      {
+        timers = lib.attrNames c.systemd.timers;
+        afterStart = (settings c).units.after-start;
+      };
+    expected = {
+      timers = [ ];
+      afterStart = [ ];
+    };
+  };
+
+  # Hosts.
+  testRpi4Host = {
+    expr = {
+      failed = failedAssertions e.rpi4;
+      kernel = e.rpi4.boot.kernelPackages.kernel.version;
+      fdtdir = e.rpi4.boot.loader.generic-extlinux-compatible.useGenerationDeviceTree;
+      uboot = e.rpi4.hardware.raspberry-pi.firmware.uboot.enable;
+      keysFromCard = e.rpi4.services.immich-appliance.access.importKeysFromBootPartition;
+      ml = e.rpi4.services.immich.machine-learning.enable;
+      image = e.rpi4.image.baseName;
+      stateVersion = e.rpi4.system.stateVersion;
+    };
+    expected = {
+      failed = [ ];
+      kernel = e.pkgs.linuxPackages.kernel.version;
+      fdtdir = true;
+      uboot = true;
+      keysFromCard = true;
+      ml = false;
+      image = "immich-appliance-26.05.test-aarch64-linux";
+      stateVersion = "26.05";
+    };
+  };
+  testVmHost = {
+    expr = {
+      failed = failedAssertions e.vm;
+      autologin = e.vm.services.getty.autologinUser;
+      disks = e.vm.virtualisation.emptyDiskImages;
+      ports = map (p: p.host.address) e.vm.virtualisation.forwardPorts;
+      stack = (settings e.vm).units.stack;
+    };
+    expected = {
+      failed = [ ];
+      autologin = "admin";
+      disks = [ 8192 ];
+      ports = [
+        "127.0.0.1"
+        "127.0.0.1"
+      ];
+      stack = [
+        "postgresql.target"
+        "redis-immich.service"
+        "immich-server.service"
+      ];
+    };
+  };
+
+  # Every option of the appliance is documented.
+  testEveryOptionHasADescriptionAndAnExample = {
+    expr = map (o: o.name) (
+      lib.filter (o: (o.description or "") == "" || !(o ? example)) e.applianceOptions
+    );
+    expected = [ ];
+  };
+}

@@ -1,0 +1,61 @@
+# What `cargo xtask nix-test` checks outside Nix: the option paths the stubs
+# declare (against NixOS's option list) and the config.toml the module
+# writes for several configurations (against the Rust config loader).
+#   nix-instantiate --eval --strict --json tests/nix/export.nix --arg lib '...'
+{ lib }:
+
+let
+  e = import ./eval.nix { inherit lib; };
+  s = cfg: (e.settings cfg);
+  # The config.toml, and the module's own verdict on the configuration.
+  both = cfg: {
+    settings = s cfg;
+    failed = e.failedAssertions cfg;
+  };
+in
+{
+  stubOptionPaths = e.stubOptionPaths;
+
+  # Every one of these must load in immich-server; `rejected` must not.
+  configs = lib.mapAttrs (_: both) {
+    default = e.config [ ];
+    inherit (e) rpi4 vm;
+    custom = (
+      e.config [
+        {
+          services.immich-appliance = {
+            boardMemoryGiB = 8;
+            drive.mountPoint = "/srv/my-photos";
+            machineLearning = {
+              mode = "remote";
+              remoteUrls = [ "http://desktop.tail1234.ts.net:3003" ];
+            };
+            throttle = {
+              setpointCelsius = 68;
+              releaseCelsius = 62;
+              quietHours = {
+                start = "23:00";
+                end = "07:00";
+              };
+              prometheusTextfile = "/var/lib/prometheus-node-exporter/immich.prom";
+            };
+            backup = {
+              pingUrl = "https://hc-ping.com/0000";
+              essentialOnly = true;
+            };
+            remoteAccess.tailscale = {
+              serve = true;
+              authKeyFromDrive = true;
+            };
+            settings.units.start-timeout-secs = 900;
+          };
+        }
+      ]
+    );
+  };
+  # The module cannot see these mistakes; the build's config check must.
+  rejected = lib.mapAttrs (_: both) {
+    unknown-key = e.config [ { services.immich-appliance.settings.units.bogus = 1; } ];
+    wrong-type = e.config [ { services.immich-appliance.settings.units.start-timeout-secs = "soon"; } ];
+  };
+}

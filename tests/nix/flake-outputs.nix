@@ -1,0 +1,225 @@
+# The flake's wiring, evaluated with stand-ins for its inputs: nixpkgs' lib
+# with lib.nixosSystem replaced by the stubbed module evaluation, stub
+# packages, and an empty nixos-hardware module. Checks the lock against the
+# inputs, the outputs the README promises, and that the hosts and the NixOS
+# test machine evaluate as the flake assembles them.
+{ lib }:
+
+let
+  e = import ./eval.nix { inherit lib; };
+  systems = [
+    "x86_64-linux"
+    "aarch64-linux"
+  ];
+  pkgsFor =
+    system:
+    let
+      platform = {
+        inherit system;
+        isAarch64 = system == "aarch64-linux";
+      };
+      withOverride =
+        p:
+        p
+        // {
+          overrideAttrs = f: withOverride (p // f p);
+        };
+    in
+    e.pkgs
+    // {
+      stdenv = e.pkgs.stdenv // {
+        hostPlatform = platform;
+      };
+      callPackage = path: _args: withOverride (e.pkgs.fakePackage "immich-appliance" // { inherit system; });
+      mkShell = args: e.pkgs.fakePackage "shell" // { inherit args; };
+      testers.runNixOSTest = test: e.pkgs.fakePackage "nixos-test" // { inherit test; };
+    }
+    // lib.genAttrs [
+      "nixfmt"
+      "cargo"
+      "clippy"
+      "rustfmt"
+      "rust-analyzer"
+      "qemu"
+      "debootstrap"
+      "nodejs"
+    ] e.pkgs.fakePackage;
+
+  flake = import ../../flake.nix;
+  lock = builtins.fromJSON (builtins.readFile ../../flake.lock);
+  inputs = {
+    nixpkgs = {
+      lib = lib // {
+        nixosSystem = args: e.evalWithStubs args.modules;
+      };
+      legacyPackages = lib.genAttrs systems pkgsFor;
+    };
+    nixos-hardware.nixosModules.raspberry-pi-4 = { };
+  };
+  self = flake.outputs (inputs // { inherit self; });
+  failed = cfg: e.failedAssertions cfg;
+  isRev = s: builtins.match "[0-9a-f]{40}" s != null;
+in
+lib.runTests {
+  testInputsArePinnedAsTheDesignSays = {
+    expr = {
+      nixpkgs = flake.inputs.nixpkgs.url;
+      hardware = flake.inputs.nixos-hardware.url;
+      follows = flake.inputs.nixos-hardware.inputs.nixpkgs.follows;
+    };
+    expected = {
+      nixpkgs = "github:NixOS/nixpkgs/nixos-26.05";
+      hardware = "github:NixOS/nixos-hardware";
+      follows = "nixpkgs";
+    };
+  };
+  # A lock whose `original` differs from the input URL makes Nix re-lock,
+  # which needs the network; a made-up narHash breaks every user.
+  testLockMatchesTheInputs = {
+    expr = {
+      nixpkgs = lock.nodes.nixpkgs.original;
+      hardware = lock.nodes.nixos-hardware.original;
+      follows = lock.nodes.nixos-hardware.inputs.nixpkgs;
+      root = lock.nodes.root.inputs;
+      revs = map (n: isRev lock.nodes.${n}.locked.rev) [
+        "nixpkgs"
+        "nixos-hardware"
+      ];
+      hashes = map (n: lib.hasPrefix "sha256-" lock.nodes.${n}.locked.narHash) [
+        "nixpkgs"
+        "nixos-hardware"
+      ];
+      inherit (lock) version;
+    };
+    expected = {
+      nixpkgs = {
+        owner = "NixOS";
+        repo = "nixpkgs";
+        ref = "nixos-26.05";
+        type = "github";
+      };
+      hardware = {
+        owner = "NixOS";
+        repo = "nixos-hardware";
+        type = "github";
+      };
+      follows = [ "nixpkgs" ];
+      root = {
+        nixpkgs = "nixpkgs";
+        nixos-hardware = "nixos-hardware";
+      };
+      revs = [
+        true
+        true
+      ];
+      hashes = [
+        true
+        true
+      ];
+      version = 7;
+    };
+  };
+  testPackages = {
+    expr = {
+      x86 = lib.attrNames self.packages.x86_64-linux;
+      arm = lib.attrNames self.packages.aarch64-linux;
+      mainPrograms = map (p: p.meta.mainProgram) [
+        self.packages.x86_64-linux.immich-server
+        self.packages.x86_64-linux.immich-throttle
+      ];
+    };
+    expected = {
+      x86 = [
+        "default"
+        "immich-server"
+        "immich-throttle"
+      ];
+      arm = [
+        "default"
+        "immich-server"
+        "immich-throttle"
+        "sd-image"
+      ];
+      mainPrograms = [
+        "immich-appliance"
+        "immich-throttle"
+      ];
+    };
+  };
+  testOutputsExist = {
+    expr = {
+      configs = lib.attrNames self.nixosConfigurations;
+      app = self.apps.x86_64-linux.vm.type;
+      checksX86 = lib.attrNames self.checks.x86_64-linux;
+      checksArm = lib.attrNames self.checks.aarch64-linux;
+      formatter = self.formatter.x86_64-linux.name;
+      shells = lib.attrNames self.devShells.aarch64-linux;
+      template = builtins.pathExists (self.templates.default.path + "/flake.nix");
+    };
+    expected = {
+      configs = [
+        "rpi4"
+        "vm"
+      ];
+      app = "app";
+      checksX86 = [
+        "lifecycle"
+        "module-tests"
+        "package"
+        "vm-system"
+      ];
+      checksArm = [
+        "module-tests"
+        "package"
+        "rpi4-system"
+      ];
+      formatter = "nixfmt";
+      shells = [ "default" ];
+      template = true;
+    };
+  };
+  testRpi4AsTheFlakeAssemblesIt = {
+    expr =
+      let
+        c = self.nixosConfigurations.rpi4.config;
+      in
+      {
+        failed = failed c;
+        package = c.services.immich-appliance.package.system;
+        uboot = c.hardware.raspberry-pi.firmware.uboot.enable;
+        sdImage = c.sdImage.compressImage;
+      };
+    expected = {
+      failed = [ ];
+      package = "aarch64-linux";
+      uboot = true;
+      sdImage = true;
+    };
+  };
+  testVmAsTheFlakeAssemblesIt = {
+    expr = failed self.nixosConfigurations.vm.config;
+    expected = [ ];
+  };
+  testTheNixosTestMachineEvaluates = {
+    expr =
+      let
+        test = self.checks.x86_64-linux.lifecycle.test;
+        c = (e.evalWithStubs [
+          ./stubs/modulesPath/virtualisation/qemu-vm.nix
+          test.nodes.machine
+        ]).config;
+      in
+      {
+        inherit (test) name;
+        failed = failed c;
+        disks = c.virtualisation.emptyDiskImages;
+        throttle = c.services.immich-appliance.throttle.enable;
+      };
+    expected = {
+      name = "immich-appliance-lifecycle";
+      failed = [ ];
+      disks = [ 4096 ];
+      throttle = false;
+    };
+  };
+}

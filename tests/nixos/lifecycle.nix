@@ -1,0 +1,79 @@
+# The appliance on real NixOS under the NixOS test driver (x86_64, KVM):
+# nothing runs at boot, init prepares the second disk, --start brings up
+# nixpkgs' PostgreSQL, Redis and Immich, and --stop leaves an empty,
+# immutable mount point. Run with: nix build .#checks.x86_64-linux.lifecycle
+{ self }:
+
+{
+  name = "immich-appliance-lifecycle";
+
+  nodes.machine = {
+    imports = [ self.nixosModules.default ];
+
+    virtualisation = {
+      memorySize = 4096;
+      cores = 2;
+      emptyDiskImages = [ 4096 ];
+    };
+
+    services.immich-appliance = {
+      enable = true;
+      access.authorizedKeys = [
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB3ZXN0a2V5d2VzdGtleXdlc3RrZXl3ZXN0a2V5 test@driver"
+      ];
+      # No Pi sensors, no tailnet and no repository in the test VM.
+      throttle.enable = false;
+      remoteAccess.tailscale.enable = false;
+      backup.enable = false;
+    };
+    system.stateVersion = "26.05";
+  };
+
+  testScript = ''
+    stack = ["postgresql.service", "redis-immich.service", "immich-server.service"]
+
+    machine.wait_for_unit("multi-user.target")
+    with subtest("the drive is locked: nothing of the stack runs, nothing is mounted"):
+        for unit in stack:
+            machine.fail(f"systemctl is-active --quiet {unit}")
+        machine.succeed("test -z \"$(ls -A /srv/immich)\"")
+
+    machine.succeed("printf %s 'correct horse battery staple' > /run/pass")
+
+    with subtest("init prepares the drive"):
+        machine.succeed("immich-server init --immich-drive /dev/vdb --yes --force --passphrase-file /run/pass")
+        machine.succeed("cryptsetup isLuks --type luks2 /dev/vdb")
+
+    with subtest("a wrong passphrase exits 3 and starts nothing"):
+        machine.succeed("printf %s 'wrong' > /run/wrong")
+        machine.fail("immich-server --start --immich-drive /dev/vdb --passphrase-file /run/wrong")
+        rc = machine.execute("immich-server --start --immich-drive /dev/vdb --passphrase-file /run/wrong")[0]
+        assert rc == 3, f"exit {rc}, expected 3"
+        machine.fail("systemctl is-active --quiet immich-server.service")
+
+    with subtest("start unlocks, mounts and starts the stack"):
+        machine.succeed("immich-server --start --immich-drive /dev/vdb --passphrase-file /run/pass")
+        for unit in stack:
+            machine.succeed(f"systemctl is-active --quiet {unit}")
+        machine.succeed("curl -sf http://127.0.0.1:2283/api/server/ping | grep -q pong")
+        machine.succeed("immich-server --status --json | jq -e '.state == \"running\"'")
+
+    with subtest("start again is a no-op"):
+        out = machine.succeed("immich-server --start --passphrase-file /run/pass")
+        assert "nothing to do" in out, out
+
+    with subtest("stop leaves the mount point empty and the drive locked"):
+        machine.succeed("immich-server --stop")
+        for unit in stack:
+            machine.fail(f"systemctl is-active --quiet {unit}")
+        machine.succeed("test -z \"$(ls -A /srv/immich)\"")
+        machine.fail("test -e /dev/mapper/immich")
+
+    with subtest("a reboot starts nothing"):
+        machine.shutdown()
+        machine.start()
+        machine.wait_for_unit("multi-user.target")
+        for unit in stack:
+            machine.fail(f"systemctl is-active --quiet {unit}")
+  '';
+}
