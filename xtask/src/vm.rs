@@ -319,9 +319,9 @@ fn stream(console: &Path, pos: u64) -> Result<u64> {
 fn marker(console: &Path) -> Option<i32> {
     let text = fs::read_to_string(console).ok()?;
     text.lines()
+        .rev()
         .filter_map(|l| l.split("VMTEST-EXIT-CODE: ").nth(1))
-        .filter_map(|rest| rest.trim().parse().ok())
-        .last()
+        .find_map(|rest| rest.trim().parse().ok())
 }
 
 /// Answers the guest's requests: `<id>.req` holds a command, the host writes

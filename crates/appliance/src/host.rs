@@ -168,15 +168,14 @@ pub fn holders_of(dir: &Path) -> Vec<Holder> {
                 }
             }
         }
-        if let Ok(maps) = fs::read_to_string(base.join("maps")) {
-            if let Some(p) = maps
+        if let Ok(maps) = fs::read_to_string(base.join("maps"))
+            && let Some(p) = maps
                 .lines()
                 .filter_map(|l| l.split_whitespace().nth(5))
                 .map(PathBuf::from)
                 .find(|p| under(p))
-            {
-                hows.push(format!("mapped file {}", p.display()));
-            }
+        {
+            hows.push(format!("mapped file {}", p.display()));
         }
         if !hows.is_empty() {
             out.push(Holder {

@@ -257,6 +257,8 @@ struct Undo {
     started: Vec<String>,
 }
 
+// A Failure is returned once per run and printed; its size does not matter.
+#[allow(clippy::result_large_err)]
 pub fn start(
     cfg: &Config,
     parts: &Parts,
@@ -666,6 +668,7 @@ pub struct StopReport {
 }
 
 /// Stops the stack in reverse, syncs, unmounts and locks the drive.
+#[allow(clippy::result_large_err)]
 pub fn stop(cfg: &Config, parts: &Parts, progress: &dyn Progress) -> Result<StopReport, Failure> {
     let mut r = StopReport::default();
     let mapping = parts

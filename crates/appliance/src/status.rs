@@ -99,15 +99,14 @@ pub fn gather(cfg: &Config, parts: &Parts) -> Status {
     let gone = mapping.as_ref().is_some_and(|m| !m.device.exists());
     d.backing_device = mapping.map(|m| m.device.display().to_string());
     d.mounted = !blockdev::mounts_at(&blockdev::mountinfo(), &cfg.drive.mount_point).is_empty();
-    if d.mounted {
-        if let Ok(disks) = sysinfo::Disks::new_with_refreshed_list()
-            && let Some(disk) = disks
-                .iter()
-                .find(|x| x.mount_point() == cfg.drive.mount_point)
-        {
-            d.free_bytes = Some(disk.available_space());
-            d.total_bytes = Some(disk.total_space());
-        }
+    if d.mounted
+        && let Ok(disks) = sysinfo::Disks::new_with_refreshed_list()
+        && let Some(disk) = disks
+            .iter()
+            .find(|x| x.mount_point() == cfg.drive.mount_point)
+    {
+        d.free_bytes = Some(disk.available_space());
+        d.total_bytes = Some(disk.total_space());
     }
 
     let units: Vec<UnitStatus> = cfg

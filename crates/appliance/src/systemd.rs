@@ -353,7 +353,7 @@ impl Systemd for DbusSystemd {
                 .await?;
             let iface = zbus::names::InterfaceName::try_from(iface)?;
             let v = props.get(iface, "CPUQuotaPerSecUSec").await?;
-            u64::try_from(v).map_err(zbus::Error::from)
+            u64::try_from(v)
         })?;
         Ok((v != USEC_INFINITY).then_some(v))
     }

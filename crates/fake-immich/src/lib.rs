@@ -280,7 +280,7 @@ fn snapshot(s: &State) -> Value {
         "configWrites": s.config_writes,
         "config": s.config,
         "requests": s.requests,
-        "keys": s.keys.iter().map(|(_, p)| p.iter().collect::<Vec<_>>()).collect::<Vec<_>>(),
+        "keys": s.keys.values().map(|p| p.iter().collect::<Vec<_>>()).collect::<Vec<_>>(),
         "waiting": s.queues.iter().map(|(n, q)| (n.clone(), json!(q.waiting.round() as u64))).collect::<serde_json::Map<_, _>>(),
     })
 }

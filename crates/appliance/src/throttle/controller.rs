@@ -874,7 +874,7 @@ mod tests {
         for _ in 0..400 {
             t += 2.0;
             let mut o = obs(t, 77.9);
-            let tick = (t as u64) % 30 == 0;
+            let tick = (t as u64).is_multiple_of(30);
             if tick {
                 o.queues = Some(&q);
             }
@@ -904,7 +904,7 @@ mod tests {
         for _ in 0..1000 {
             t += 2.0;
             let mut o = obs(t, 70.5);
-            if (t as u64) % 30 == 0 {
+            if (t as u64).is_multiple_of(30) {
                 o.queues = Some(&q);
             }
             let d = c.step(&o);
