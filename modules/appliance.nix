@@ -84,6 +84,7 @@ let
       prometheus-textfile = if throttle.prometheusTextfile == null then "" else throttle.prometheusTextfile;
     };
     backup = {
+      database = config.services.immich.database.name;
       essential-only = backup.essentialOnly;
       keep-daily = backup.keep.daily;
       keep-weekly = backup.keep.weekly;
@@ -234,9 +235,9 @@ in
       postgresql-setup = boundToDrive [ (onDrive s.layout.postgres) ];
       immich-server = boundToDrive [ (onDrive s.layout.media) ];
       immich-machine-learning = mkIf config.services.immich.machine-learning.enable (boundToDrive [ ]);
-      # Redis keeps nothing on the drive, but it holds Immich's job queue:
-      # it starts with the stack, not at boot.
-      redis-immich.wantedBy = mkForce [ ];
+      # Redis keeps nothing on the drive, but it holds Immich's job queue
+      # (asset ids): it runs only with the drive, like the rest of the stack.
+      redis-immich = boundToDrive [ ];
     };
     systemd.targets.postgresql.wantedBy = mkForce [ ];
 

@@ -45,6 +45,7 @@ lib.runTests {
     expr = lib.filter (n: !(lib.elem mount (svc big n).bindsTo && lib.elem mount (svc big n).after)) [
       "postgresql"
       "postgresql-setup"
+      "redis-immich"
       "immich-server"
       "immich-machine-learning"
       "immich-throttle"
@@ -104,6 +105,7 @@ lib.runTests {
         inherit (s.backup) keep-daily;
         pg = s.layout.postgres.path;
         owner = s.layout.media.owner;
+        db = s.backup.database;
         url = s.immich.url;
       };
     expected = {
@@ -112,6 +114,7 @@ lib.runTests {
       keep-daily = 14;
       pg = "postgres/17";
       owner = "immich";
+      db = "immich";
       url = "http://127.0.0.1:2283";
     };
   };

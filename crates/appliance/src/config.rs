@@ -160,6 +160,12 @@ pub struct Throttle {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Backup {
     pub rustic_profile: PathBuf,
+    pub password_file: PathBuf,
+    pub cache_dir: PathBuf,
+    pub label: String,
+    pub database: String,
+    pub db_superuser: String,
+    pub essential_media: Vec<String>,
     pub essential_only: bool,
     pub keep_daily: u32,
     pub keep_weekly: u32,
@@ -171,6 +177,8 @@ pub struct Backup {
     pub drill_every_days: u32,
     pub skip_record_file: PathBuf,
     pub drill_scratch: PathBuf,
+    pub drill_free_margin_mib: u64,
+    pub lock_file: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

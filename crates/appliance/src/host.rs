@@ -54,6 +54,35 @@ impl RunLock {
     }
 }
 
+impl RunLock {
+    /// Takes the lock if it is free; otherwise returns the holder's pid (if
+    /// it recorded one) without waiting.
+    pub fn try_acquire(path: &Path) -> std::io::Result<Result<RunLock, Option<u32>>> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => {
+                let f: &fs::File = &lock;
+                f.set_len(0)?;
+                (&*f).write_all(format!("{}\n", std::process::id()).as_bytes())?;
+                Ok(Ok(RunLock { _lock: lock }))
+            }
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(Err(fs::read_to_string(path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok()))),
+            Err((_, e)) => Err(e.into()),
+        }
+    }
+}
+
 /// Writes a file atomically: temp file in the same directory, fsync,
 /// rename, fsync of the directory.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {

@@ -236,6 +236,9 @@ pub struct StartOptions {
     pub device: Option<PathBuf>,
     pub no_decryption: bool,
     pub passphrase: Source,
+    /// false: unlock, mount and check the layout only (restore uses this to
+    /// fill the drive before anything runs on it).
+    pub start_units: bool,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -304,7 +307,7 @@ fn start_steps(
     report.timings.add("inspect", t);
 
     // Already up: report and change nothing.
-    if mounted.is_some() {
+    if mounted.is_some() && opts.start_units {
         let t = Instant::now();
         let mut all_active = true;
         for u in &cfg.units.stack {
@@ -433,6 +436,9 @@ fn start_steps(
         progress.note(&format!("repaired {r}"));
     }
     report.timings.add("verify layout", t);
+    if !opts.start_units {
+        return Ok(());
+    }
 
     // 5. The services, in order.
     let timeout = Duration::from_secs(cfg.units.start_timeout_secs);

@@ -64,6 +64,8 @@ pub struct BackupStatus {
     pub last_drill: Option<backup_state::Run>,
     /// A run skipped while the drive was locked (recorded on the SD card).
     pub last_skip: Option<backup_state::Run>,
+    /// A backup running now, or one that was interrupted.
+    pub running: Option<String>,
     pub note: Option<String>,
 }
 
@@ -251,7 +253,8 @@ pub fn gather(cfg: &Config, parts: &Parts) -> Status {
     }
 }
 
-fn backup_status(cfg: &Config, mounted: bool) -> BackupStatus {
+/// The backup part of the status (also `immich-server backup status`).
+pub fn backup_status(cfg: &Config, mounted: bool) -> BackupStatus {
     let stale = Duration::from_secs(cfg.backup.stale_after_hours * 3600);
     let last_skip: Option<backup_state::Run> =
         std::fs::read_to_string(&cfg.backup.skip_record_file)
@@ -268,6 +271,7 @@ fn backup_status(cfg: &Config, mounted: bool) -> BackupStatus {
             last_check: None,
             last_drill: None,
             last_skip,
+            running: None,
             note: Some("unknown until the drive is unlocked".into()),
         };
     }
@@ -277,6 +281,19 @@ fn backup_status(cfg: &Config, mounted: bool) -> BackupStatus {
     match backup_state::load(&path) {
         Ok(s) => BackupStatus {
             health: backup_state::health(&s, SystemTime::now(), stale),
+            running: s.in_progress.as_ref().map(|p| {
+                if p.alive() {
+                    format!(
+                        "a {} has been running since {} (pid {})",
+                        p.what, p.started, p.pid
+                    )
+                } else {
+                    format!(
+                        "the {} that started at {} was interrupted; the next run starts afresh",
+                        p.what, p.started
+                    )
+                }
+            }),
             last_backup: s.last_backup,
             last_check: s.last_check,
             last_drill: s.last_drill,
@@ -293,6 +310,7 @@ fn backup_status(cfg: &Config, mounted: bool) -> BackupStatus {
             last_check: None,
             last_drill: None,
             last_skip,
+            running: None,
             note: None,
         },
     }
@@ -365,39 +383,7 @@ pub fn render(s: &Status) -> String {
         None => "not running".into(),
     };
     line(&mut o, "Throttle:", throttle);
-    let b = &s.backup;
-    let mut backup = match &b.last_backup {
-        Some(r) => format!(
-            "{} at {} ({})",
-            match r.outcome {
-                backup_state::Outcome::Success => "succeeded",
-                backup_state::Outcome::Failed => "FAILED",
-                backup_state::Outcome::Skipped => "skipped",
-            },
-            r.finished,
-            r.message
-        ),
-        None => b
-            .note
-            .clone()
-            .unwrap_or_else(|| "unknown (no backup has run yet)".into()),
-    };
-    backup.push_str(&format!(" — {}", b.health.colour));
-    line(&mut o, "Backup:", backup);
-    if let Some(sk) = &b.last_skip {
-        line(
-            &mut o,
-            "",
-            format!("last skipped run: {} ({})", sk.finished, sk.message),
-        );
-    }
-    if let Some(dr) = &b.last_drill {
-        line(
-            &mut o,
-            "Drill:",
-            format!("{:?} at {} ({})", dr.outcome, dr.finished, dr.message),
-        );
-    }
+    o.push_str(&render_backup(&s.backup));
     let mut soc = match s.soc.temperature_c {
         Some(t) => format!("{t:.1} °C"),
         None => "temperature unknown".into(),
@@ -436,6 +422,60 @@ pub fn render(s: &Status) -> String {
     }
     for a in &s.advice {
         line(&mut o, "Next:", a.clone());
+    }
+    o
+}
+
+/// The backup lines of `status` (also `immich-server backup status`).
+pub fn render_backup(b: &BackupStatus) -> String {
+    let mut o = String::new();
+    let line = |o: &mut String, k: &str, v: String| o.push_str(&format!("{k:<12} {v}\n"));
+    let mut backup = match &b.last_backup {
+        Some(r) => format!(
+            "{} at {} ({})",
+            match r.outcome {
+                backup_state::Outcome::Success => "succeeded",
+                backup_state::Outcome::Failed => "FAILED",
+                backup_state::Outcome::Skipped => "skipped",
+            },
+            r.finished,
+            r.message
+        ),
+        None => b
+            .note
+            .clone()
+            .unwrap_or_else(|| "unknown (no backup has run yet)".into()),
+    };
+    backup.push_str(&format!(" — {}", b.health.colour));
+    line(&mut o, "Backup:", backup);
+    if let Some(r) = &b.running {
+        line(&mut o, "", r.clone());
+    }
+    if let Some(c) = &b.last_check {
+        line(
+            &mut o,
+            "Check:",
+            format!("{:?} at {} ({})", c.outcome, c.finished, c.message),
+        );
+    }
+    if let Some(sk) = &b.last_skip {
+        line(
+            &mut o,
+            "",
+            format!("last skipped run: {} ({})", sk.finished, sk.message),
+        );
+    }
+    if let Some(dr) = &b.last_drill {
+        line(
+            &mut o,
+            "Drill:",
+            format!("{:?} at {} ({})", dr.outcome, dr.finished, dr.message),
+        );
+    }
+    if b.health.colour == "red" {
+        for r in &b.health.reasons {
+            line(&mut o, "", format!("! {r}"));
+        }
     }
     o
 }

@@ -566,3 +566,36 @@ mod tests {
         );
     }
 }
+
+/// A stand-in for unit tests of code that must not touch systemd at all.
+#[cfg(test)]
+pub mod tests_support {
+    use super::*;
+
+    #[derive(Debug)]
+    pub struct NoSystemd;
+
+    impl Systemd for NoSystemd {
+        fn start(&self, unit: &str, _: Duration) -> Result<(), UnitError> {
+            panic!("systemd must not be used here (start {unit})")
+        }
+        fn stop(&self, unit: &str, _: Duration) -> Result<(), UnitError> {
+            panic!("systemd must not be used here (stop {unit})")
+        }
+        fn state(&self, unit: &str) -> Result<UnitState, UnitError> {
+            panic!("systemd must not be used here (state {unit})")
+        }
+        fn mount(&self, _: &MountSpec, _: Duration) -> Result<(), UnitError> {
+            panic!("systemd must not be used here (mount)")
+        }
+        fn set_cpu_quota(&self, unit: &str, _: Option<u64>) -> Result<(), UnitError> {
+            panic!("systemd must not be used here (quota {unit})")
+        }
+        fn cpu_quota(&self, unit: &str) -> Result<Option<u64>, UnitError> {
+            panic!("systemd must not be used here (quota {unit})")
+        }
+        fn journal_tail(&self, _: &str, _: usize) -> String {
+            panic!("systemd must not be used here (journal)")
+        }
+    }
+}

@@ -7,6 +7,8 @@
 //! queues over time like a busy server. `/__fake/state` is its own
 //! introspection route for tests and is not part of Immich's API.
 
+pub mod library;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -471,6 +473,11 @@ fn route(s: &mut State, req: &Request) -> (u16, Value) {
             Err(_) => return error(400, "Invalid JSON body"),
         }
     };
+    // A healthchecks-style endpoint for the backup stories' pings (not part
+    // of Immich's API; every request is in /__fake/state's log).
+    if path.starts_with("/__fake/ping") {
+        return (200, json!({}));
+    }
     let seg: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     macro_rules! auth {
         ($perm:expr) => {

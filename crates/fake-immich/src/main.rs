@@ -37,6 +37,20 @@ struct Args {
     write_to: Option<PathBuf>,
     #[arg(long, default_value_t = 1.0)]
     write_every: f64,
+    /// Instead of serving: write a photo-like media folder here and exit
+    #[arg(long, value_name = "DIR")]
+    generate_library: Option<PathBuf>,
+    #[arg(long, default_value_t = 1000)]
+    photos: u64,
+    /// Average photo size in KiB
+    #[arg(long, default_value_t = 200)]
+    photo_kib: u64,
+    #[arg(long, default_value_t = 2)]
+    videos: u64,
+    #[arg(long, default_value_t = 16)]
+    video_mib: u64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 fn parse_backlog(s: &str) -> Result<(String, u64), String> {
@@ -46,11 +60,37 @@ fn parse_backlog(s: &str) -> Result<(String, u64), String> {
 
 fn main() {
     let a = Args::parse();
+    if let Some(dir) = &a.generate_library {
+        let spec = fake_immich::library::LibrarySpec {
+            photos: a.photos,
+            photo_bytes: a.photo_kib * 1024,
+            videos: a.videos,
+            video_bytes: a.video_mib * 1024 * 1024,
+            seed: a.seed,
+        };
+        match fake_immich::library::generate(dir, &spec) {
+            Ok(w) => println!("{} files, {} bytes", w.files, w.bytes),
+            Err(e) => {
+                eprintln!(
+                    "fake-immich: cannot write the library in {}: {e}",
+                    dir.display()
+                );
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     if a.ml {
         ml(&a.listen);
         return;
     }
-    if let Some(dir) = a.write_to.clone() {
+    // FAKE_IMMICH_NO_WRITES (in the unit's environment file) silences the
+    // upload writer, for stories that compare the media folder byte by byte.
+    if let Some(dir) = a
+        .write_to
+        .clone()
+        .filter(|_| std::env::var_os("FAKE_IMMICH_NO_WRITES").is_none())
+    {
         let every = Duration::from_secs_f64(a.write_every.max(0.05));
         std::thread::spawn(move || writer(dir, every));
     }

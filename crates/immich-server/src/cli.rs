@@ -101,6 +101,14 @@ pub enum Cmd {
     Status,
     /// Prepare a new drive: LUKS2 + ext4, the layout and the secrets (destroys its contents)
     Init(InitArgs),
+    /// Encrypted backups: run, check, drill, setup, status, snapshots
+    Backup {
+        #[command(subcommand)]
+        cmd: BackupCmd,
+    },
+    /// Recover onto a new drive from the latest backup: restore, verify, start
+    #[command(after_help = RESTORE_HELP)]
+    Restore(RestoreArgs),
     /// Show the effective configuration
     ShowConfig(ShowConfigArgs),
     /// Print shell completions
@@ -116,10 +124,83 @@ pub enum Cmd {
     },
 }
 
+const RESTORE_HELP: &str = "\
+Examples:
+  Prepare the new drive, then restore the latest snapshot onto it:
+    sudo immich-server init --immich-drive /dev/sda
+    sudo immich-server restore --dry-run
+    sudo immich-server restore
+  The drive passphrase is asked first, then the repository and its password
+  (from your emergency kit). docs/disaster-recovery.md walks through it.";
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCmd {
+    /// Dump the database, back up, apply retention and check when due (what the timers run)
+    Run,
+    /// Check the repository now, reading a share of the stored data (all with --read-all)
+    Check {
+        #[arg(long)]
+        read_all: bool,
+    },
+    /// Restore the latest snapshot into scratch space and verify files and database
+    Drill,
+    /// Set up the repository: where it is, its password and the backend's keys
+    Setup(SetupArgs),
+    /// The last backup, check and drill, and whether backups are healthy
+    Status,
+    /// List this appliance's snapshots
+    Snapshots,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct AccessArgs {
+    /// The rustic repository: opendal:b2, opendal:s3, rest:https://host:8000/immich, rclone:remote:immich or a path
+    #[arg(long, value_name = "REPO")]
+    pub repository: Option<String>,
+    /// Read the repository password from PATH, or stdin with `-` (default: ask on the terminal)
+    #[arg(long, value_name = "PATH|-")]
+    pub password_file: Option<PathBuf>,
+    /// The backend's options (bucket, keys) as `key = value` lines (default: ask on the terminal)
+    #[arg(long, value_name = "PATH")]
+    pub options_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    #[command(flatten)]
+    pub access: AccessArgs,
+    /// Use an existing repository (its password is asked) instead of creating one
+    #[arg(long)]
+    pub existing: bool,
+    /// Replace the repository that is set up already
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The new drive (default: the one `init` remembered)
+    #[arg(long, value_name = "DEV")]
+    pub immich_drive: Option<PathBuf>,
+    /// The snapshot to restore, by id or id prefix (default: the latest)
+    #[arg(long, value_name = "ID")]
+    pub snapshot: Option<String>,
+    /// Show what would be restored, and check access and space, without changing anything
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Leave Immich stopped at the end
+    #[arg(long)]
+    pub no_start: bool,
+    #[command(flatten)]
+    pub access: AccessArgs,
+}
+
 impl Cmd {
     /// The subcommand as typed.
     pub fn name(&self) -> &'static str {
         match self {
+            Cmd::Backup { .. } => "backup",
+            Cmd::Restore(_) => "restore",
             Cmd::Start(_) => "start",
             Cmd::Stop => "stop",
             Cmd::Status => "status",

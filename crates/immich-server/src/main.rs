@@ -7,6 +7,9 @@ mod cli;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use appliance::backup::db::PgTools;
+use appliance::backup::rustic::{Repo, RusticCli};
+use appliance::backup::{self, BackupError, CurlPinger, restore, setup};
 use appliance::config::{Config, ConfigError};
 use appliance::exit::Exit;
 use appliance::fs_tools::E2fsprogs;
@@ -18,8 +21,10 @@ use appliance::secret::Source;
 use appliance::systemd::DbusSystemd;
 use appliance::{host, init, status};
 use clap::CommandFactory;
+use std::io::IsTerminal;
+use std::path::Path;
 
-use cli::{Cli, Cmd, Verb};
+use cli::{BackupCmd, Cli, Cmd, Verb};
 
 /// Progress lines on stderr (the terminal), unless --quiet or --json.
 struct Term {
@@ -103,6 +108,7 @@ fn run(cli: &Cli) -> Result<(), Fail> {
                 device: args.immich_drive.clone(),
                 no_decryption: args.no_decryption,
                 passphrase: Source::from_arg(cli.global.passphrase_file.as_deref()),
+                start_units: true,
             };
             match lifecycle::start(&cfg, &seams.parts(), &opts, &term) {
                 Ok(r) => {
@@ -265,6 +271,8 @@ fn other(cli: &Cli, cmd: &Cmd, term: &Term) -> Result<(), Fail> {
             );
             Ok(())
         }
+        Cmd::Backup { cmd } => backup_cmd(cli, cmd, term),
+        Cmd::Restore(a) => restore_cmd(cli, a, term),
         Cmd::ShowConfig(a) => {
             let cfg = if a.defaults {
                 Config::defaults()
@@ -293,6 +301,310 @@ fn other(cli: &Cli, cmd: &Cmd, term: &Term) -> Result<(), Fail> {
             Ok(())
         }
         Cmd::Start(_) | Cmd::Stop | Cmd::Status => unreachable!("handled as verbs"),
+    }
+}
+
+/// The real seams of the backup.
+struct BackupSeams {
+    repo: RusticCli,
+    db: PgTools,
+    systemd: DbusSystemd,
+    pinger: CurlPinger,
+}
+
+impl BackupSeams {
+    fn new(cfg: &Config) -> Result<BackupSeams, Fail> {
+        let p = backup::Paths::new(cfg);
+        Ok(BackupSeams {
+            repo: rustic_cli(cfg, &p.profile, &p.cache),
+            db: pg_tools(cfg),
+            systemd: DbusSystemd::system(&cfg.tools.journalctl)
+                .map_err(|e| Fail(Exit::Failure, e.into()))?,
+            pinger: CurlPinger {
+                curl: cfg.tools.curl.clone(),
+            },
+        })
+    }
+
+    fn env<'a>(&'a self, cfg: &'a Config, term: &'a Term) -> backup::Env<'a> {
+        backup::Env {
+            cfg,
+            repo: &self.repo,
+            db: &self.db,
+            systemd: &self.systemd,
+            pinger: &self.pinger,
+            progress: term,
+        }
+    }
+}
+
+fn rustic_cli(cfg: &Config, profile: &Path, cache: &Path) -> RusticCli {
+    RusticCli {
+        bin: cfg.tools.rustic.clone(),
+        profile: profile.to_owned(),
+        cache_dir: cache.to_owned(),
+        label: cfg.backup.label.clone(),
+    }
+}
+
+fn pg_tools(cfg: &Config) -> PgTools {
+    PgTools {
+        pg_dump: cfg.tools.pg_dump.clone(),
+        pg_restore: cfg.tools.pg_restore.clone(),
+        psql: cfg.tools.psql.clone(),
+        superuser: cfg.backup.db_superuser.clone(),
+    }
+}
+
+fn backup_fail(e: BackupError) -> Fail {
+    let code = match &e {
+        BackupError::DriveLocked(_) => Exit::Drive,
+        _ => Exit::Backup,
+    };
+    Fail(code, e.into())
+}
+
+fn print_json(v: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(v).expect("serialises"));
+}
+
+fn backup_cmd(cli: &Cli, cmd: &BackupCmd, term: &Term) -> Result<(), Fail> {
+    let cfg = load_config(cli)?;
+    if !matches!(cmd, BackupCmd::Status) {
+        need_root("backup")?;
+    }
+    match cmd {
+        BackupCmd::Run => {
+            let seams = BackupSeams::new(&cfg)?;
+            match backup::run(&seams.env(&cfg, term)).map_err(backup_fail)? {
+                None => {
+                    if cli.global.json {
+                        print_json(&serde_json::json!({"skipped": "drive locked"}));
+                    } else {
+                        println!("Skipped: the drive is locked.");
+                    }
+                }
+                Some(r) if cli.global.json => print_json(&r),
+                Some(r) => {
+                    println!(
+                        "Backup done: {} in {:.0} s (dump {:.1} s, backup {:.1} s, retention {:.1} s).",
+                        r.backup.message,
+                        r.backup.duration_secs,
+                        r.dump_secs,
+                        r.backup_secs,
+                        r.forget_secs
+                    );
+                    if let Some(b) = r.backup.bytes_added {
+                        println!("  New data sent: {}.", backup::human_bytes(b));
+                    }
+                    if let Some(c) = &r.check {
+                        println!("Repository check: {}.", c.message);
+                    }
+                }
+            }
+            Ok(())
+        }
+        BackupCmd::Check { read_all } => {
+            let seams = BackupSeams::new(&cfg)?;
+            let r = backup::check(&seams.env(&cfg, term), *read_all).map_err(backup_fail)?;
+            if cli.global.json {
+                print_json(&r);
+            } else {
+                println!("Repository check passed: {}.", r.message);
+            }
+            Ok(())
+        }
+        BackupCmd::Drill => {
+            let seams = BackupSeams::new(&cfg)?;
+            match backup::drill::drill(&seams.env(&cfg, term)).map_err(backup_fail)? {
+                None => println!("Skipped: the drive is locked."),
+                Some(r) if cli.global.json => print_json(&r),
+                Some(r) => println!("Restore drill passed: {}.", r.message),
+            }
+            Ok(())
+        }
+        BackupCmd::Setup(a) => {
+            let opts = setup::SetupOptions {
+                access: access_args(&a.access),
+                existing: a.existing,
+                force: a.force,
+            };
+            let make = |profile: &Path| -> Box<dyn Repo> {
+                let p = backup::Paths::new(&cfg);
+                Box::new(rustic_cli(&cfg, profile, &p.cache))
+            };
+            let r = setup::setup(&cfg, &opts, &setup::Tty, &make).map_err(backup_fail)?;
+            print!("{}", setup_kit(&r));
+            Ok(())
+        }
+        BackupCmd::Status => {
+            let b = status::backup_status(&cfg, backup::drive_ready(&cfg));
+            if cli.global.json {
+                print_json(&b);
+            } else {
+                print!("{}", status::render_backup(&b));
+            }
+            Ok(())
+        }
+        BackupCmd::Snapshots => {
+            let seams = BackupSeams::new(&cfg)?;
+            let snaps = backup::snapshots(&seams.env(&cfg, term)).map_err(backup_fail)?;
+            if cli.global.json {
+                print_json(&snaps);
+            } else if snaps.is_empty() {
+                println!("No snapshots yet.");
+            } else {
+                for s in &snaps {
+                    let sum = s.summary.clone().unwrap_or_default();
+                    println!(
+                        "{}  {}  {:>7} files  {:>10}  {}",
+                        backup::short(&s.id),
+                        s.time,
+                        sum.total_files_processed,
+                        backup::human_bytes(sum.total_bytes_processed),
+                        s.tags.join(",")
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn access_args(a: &cli::AccessArgs) -> setup::AccessArgs {
+    setup::AccessArgs {
+        repository: a.repository.clone(),
+        password: a.password_file.clone(),
+        options_file: a.options_file.clone(),
+    }
+}
+
+/// The backup half of the emergency kit, shown once.
+fn setup_kit(r: &setup::SetupReport) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n{} the backup repository {}.",
+        if r.created { "Created" } else { "Connected to" },
+        r.repository
+    );
+    if !r.created {
+        let _ = writeln!(s, "It holds {} snapshot(s) of this appliance.", r.snapshots);
+    }
+    let _ = writeln!(
+        s,
+        "\n================ EMERGENCY KIT: BACKUPS ================\n\
+         Store these in your password manager now. If this drive dies, they are\n\
+         the only way to get your photos back from the backup:"
+    );
+    let _ = writeln!(s, "  Repository:           {}", r.repository);
+    match &r.generated_password {
+        Some(p) => {
+            let _ = writeln!(
+                s,
+                "  Repository password:  {}",
+                String::from_utf8_lossy(p.as_bytes())
+            );
+        }
+        None => {
+            let _ = writeln!(s, "  Repository password:  (the one you gave)");
+        }
+    }
+    if !r.option_names.is_empty() {
+        let _ = writeln!(
+            s,
+            "  Backend options:      {} (with their values, e.g. the bucket and keys)",
+            r.option_names.join(", ")
+        );
+    }
+    let _ = writeln!(
+        s,
+        "Without the repository password nobody can read the backups, including you.\n\
+         ========================================================\n\
+         Backups now run every night and after each unlock. Check them with\n\
+         `immich-server backup status`; test a restore with `sudo immich-server backup drill`."
+    );
+    s
+}
+
+fn restore_cmd(cli: &Cli, a: &cli::RestoreArgs, term: &Term) -> Result<(), Fail> {
+    need_root("restore")?;
+    let cfg = load_config(cli)?;
+    if cli.global.passphrase_file.as_deref() == Some(Path::new("-"))
+        && a.access.password_file.as_deref() == Some(Path::new("-"))
+    {
+        return Err(Fail(
+            Exit::Usage,
+            anyhow::anyhow!(
+                "--passphrase-file - and --password-file - cannot both read stdin; give one of them a file"
+            ),
+        ));
+    }
+    let _lock = lock(&cfg, term)?;
+    let seams = Seams::new(&cfg)?;
+    let parts = seams.parts();
+    let db = pg_tools(&cfg);
+    let make = |profile: &Path, cache: &Path| -> Box<dyn Repo> {
+        Box::new(rustic_cli(&cfg, profile, cache))
+    };
+    let env = restore::RestoreEnv {
+        cfg: &cfg,
+        parts: &parts,
+        db: &db,
+        ask: &setup::Tty,
+        make_repo: &make,
+        progress: term,
+    };
+    let opts = restore::RestoreOptions {
+        start: StartOptions {
+            device: a.immich_drive.clone(),
+            no_decryption: false,
+            passphrase: Source::from_arg(cli.global.passphrase_file.as_deref()),
+            start_units: true,
+        },
+        access: access_args(&a.access),
+        snapshot: a.snapshot.clone(),
+        dry_run: a.dry_run,
+        start_after: !a.no_start,
+        progress_bar: !cli.global.quiet && !cli.global.json && std::io::stderr().is_terminal(),
+    };
+    match restore::restore(&env, &opts) {
+        Ok(r) if cli.global.json => {
+            print_json(&r);
+            Ok(())
+        }
+        Ok(r) if r.dry_run => {
+            println!("Dry run: nothing was changed. A restore would:");
+            for step in &r.plan {
+                println!("  - {step}");
+            }
+            Ok(())
+        }
+        Ok(r) => {
+            println!(
+                "Restored snapshot {} ({}): {} files ({}) and {} tables ({} rows), all verified.",
+                backup::short(&r.snapshot),
+                r.snapshot_time,
+                r.files,
+                backup::human_bytes(r.bytes),
+                r.tables,
+                r.rows
+            );
+            if r.started {
+                println!("Immich is running.");
+                for u in r.urls.all() {
+                    println!("  Open: {u}");
+                }
+            } else {
+                println!(
+                    "Immich is stopped (--no-start). Start it with: sudo immich-server --start"
+                );
+            }
+            Ok(())
+        }
+        Err(restore::RestoreError::Start(f)) => Err(Fail(f.exit(), anyhow::anyhow!("{f}"))),
+        Err(e) => Err(Fail(Exit::Backup, anyhow::anyhow!("{e}"))),
     }
 }
 

@@ -212,6 +212,7 @@ in
       group = opt t.str "immich";
       settings = opt (t.nullOr (t.submodule { freeformType = t.attrsOf t.anything; })) { };
       database.enable = opt t.bool true;
+      database.name = opt t.str "immich";
       redis.enable = opt t.bool true;
       machine-learning = {
         enable = opt t.bool true;

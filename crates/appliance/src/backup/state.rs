@@ -43,6 +43,87 @@ pub struct State {
     pub last_success: Option<Run>,
     pub last_check: Option<Run>,
     pub last_drill: Option<Run>,
+    /// Set while a backup runs; left behind when it is killed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_progress: Option<InProgress>,
+}
+
+/// A run that has started and not yet recorded its end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct InProgress {
+    pub what: String,
+    pub started: String,
+    pub pid: u32,
+    /// The kernel's boot id, so that a pid reused after a reboot is not
+    /// mistaken for the run.
+    pub boot_id: String,
+}
+
+impl InProgress {
+    pub fn now(what: &str) -> InProgress {
+        InProgress {
+            what: what.to_owned(),
+            started: now_rfc3339(),
+            pid: std::process::id(),
+            boot_id: boot_id(),
+        }
+    }
+
+    /// Whether the process that wrote this is still running.
+    pub fn alive(&self) -> bool {
+        self.boot_id == boot_id() && Path::new(&format!("/proc/{}", self.pid)).exists()
+    }
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+impl State {
+    /// The record of a run that was killed (stop during a backup, power
+    /// loss), if one is left behind.
+    pub fn interrupted(&self) -> Option<Run> {
+        let p = self.in_progress.as_ref()?;
+        if p.alive() {
+            return None;
+        }
+        Some(Run {
+            started: p.started.clone(),
+            finished: p.started.clone(),
+            outcome: Outcome::Failed,
+            message: format!(
+                "the {} that started at {} was interrupted (stopped, killed or the power went)",
+                p.what, p.started
+            ),
+            snapshot: None,
+            files: None,
+            bytes_added: None,
+            duration_secs: 0.0,
+        })
+    }
+}
+
+/// Whether a periodic job is due: never run, or its last run is at least
+/// `every_days` old (a failed run counts, so a broken repository is not
+/// checked in a loop).
+pub fn due(last: Option<&Run>, now: SystemTime, every_days: u32) -> bool {
+    match last.and_then(|r| age(&r.started, now)) {
+        None => true,
+        Some(a) => a >= Duration::from_secs(u64::from(every_days) * 86_400),
+    }
+}
+
+/// Records a skipped run on the SD card: a time and a reason, nothing else.
+pub fn record_skip(path: &Path, run: &Run) -> std::io::Result<()> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let mut text = serde_json::to_string_pretty(run).expect("serialises");
+    text.push('\n');
+    host::write_atomic(path, text.as_bytes(), 0o644)
 }
 
 pub const STATE_FILE: &str = "backup.json";
@@ -166,6 +247,28 @@ mod tests {
         s.last_success = None;
         s.last_backup = Some(run(Outcome::Failed, "2026-11-21T03:00:00Z"));
         assert_eq!(health(&s, now, day2).colour, "red");
+    }
+
+    #[test]
+    fn checks_fall_due() {
+        let now = humantime::parse_rfc3339("2026-11-21T12:00:00Z").unwrap();
+        assert!(due(None, now, 7));
+        let r = run(Outcome::Success, "2026-11-15T12:00:00Z");
+        assert!(!due(Some(&r), now, 7), "six days old");
+        let r = run(Outcome::Failed, "2026-11-14T12:00:00Z");
+        assert!(due(Some(&r), now, 7), "seven days old");
+    }
+
+    #[test]
+    fn a_dead_run_is_reported_as_interrupted() {
+        let mut s = State::default();
+        assert!(s.interrupted().is_none());
+        s.in_progress = Some(InProgress::now("backup"));
+        assert!(s.interrupted().is_none(), "this process is alive");
+        s.in_progress.as_mut().unwrap().pid = u32::MAX;
+        let r = s.interrupted().unwrap();
+        assert_eq!(r.outcome, Outcome::Failed);
+        assert!(r.message.contains("interrupted"));
     }
 
     #[test]

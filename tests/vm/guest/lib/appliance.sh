@@ -5,7 +5,7 @@
 # Unit names, the mount point and the layout come from the shared config
 # (modules/defaults.toml through `immich-server show-config`), as on NixOS.
 # The unit bodies mirror what modules/ generates on top of nixpkgs' units:
-# every unit of the stack except Redis BindsTo= and is After= the drive's
+# every unit of the stack BindsTo= and is After= the drive's
 # mount unit and RequiresMountsFor= its data, and nothing is enabled at boot.
 # Immich itself is not in Debian: fake-immich stands in for the server and
 # the machine-learning service.
@@ -94,11 +94,13 @@ After=$MOUNT_UNIT"
 		Description=PostgreSQL
 		Requires=postgresql.service postgresql-setup.service
 	EOF
-	# Redis is not bound to the drive and keeps nothing on disk.
+	# Redis keeps nothing on disk, but it holds Immich's job queue: it runs
+	# only with the drive, like the rest of the stack.
 	unit redis-immich.service <<-EOF
 		[Unit]
 		Description=Redis Server - immich
 		After=network.target
+		$bound
 		[Service]
 		Type=notify
 		User=redis

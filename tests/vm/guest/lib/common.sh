@@ -89,11 +89,13 @@ mapper_open() { [ -e "/dev/mapper/$1" ]; }
 
 # wait_for SECONDS COMMAND... : polls COMMAND until it succeeds.
 wait_for() {
-	local secs=$1 i
+	# By the clock, not by a count of tries: under emulation one try of a
+	# check can take seconds.
+	local deadline=$((SECONDS + $1))
 	shift
-	for i in $(seq 1 $((secs * 10))); do
-		"$@" && return 0
-		sleep 0.1
+	while [ "$SECONDS" -lt "$deadline" ]; do
+		"$@" > /dev/null 2>&1 && return 0
+		sleep 0.2
 	done
 	"$@"
 }

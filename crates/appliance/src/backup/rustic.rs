@@ -1,0 +1,413 @@
+//! The backup repository, behind one trait, and its real implementation:
+//! the `rustic` binary with the profile on the drive. Passwords and cloud
+//! keys stay in that profile (and the password file it names); nothing
+//! secret is passed in argv or the environment.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+/// What one snapshot says about itself (`rustic snapshots --json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub id: String,
+    pub time: String,
+    #[serde(default)]
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub label: String,
+    #[serde(default)]
+    pub hostname: String,
+    #[serde(default)]
+    pub summary: Option<Summary>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    #[serde(default)]
+    pub total_files_processed: u64,
+    #[serde(default)]
+    pub total_bytes_processed: u64,
+    #[serde(default)]
+    pub data_added: u64,
+    #[serde(default)]
+    pub data_added_packed: u64,
+    #[serde(default)]
+    pub backup_duration: f64,
+}
+
+/// Retention: how many snapshots of each period to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keep {
+    pub daily: u32,
+    pub weekly: u32,
+    pub monthly: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error(
+        "no backup repository is set up: {0} does not exist. Run `sudo immich-server backup setup` (docs/backups.md)"
+    )]
+    NotConfigured(PathBuf),
+    #[error(
+        "the repository password is wrong (rustic found no key for it). Check the password in your emergency kit; nothing was changed"
+    )]
+    WrongPassword,
+    #[error("the repository holds no snapshot of this appliance (label `{0}`)")]
+    NoSnapshot(String),
+    #[error("no snapshot `{0}` in the repository; `immich-server backup snapshots` lists them")]
+    UnknownSnapshot(String),
+    #[error("the disk is full: {0}")]
+    DiskFull(String),
+    #[error("cannot run rustic ({tool}): {source}")]
+    Spawn {
+        tool: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("rustic {verb} failed ({status}){tail}")]
+    Failed {
+        verb: &'static str,
+        status: String,
+        tail: String,
+    },
+    #[error("rustic {verb} printed output we cannot read: {error}")]
+    Output { verb: &'static str, error: String },
+}
+
+/// The repository operations the appliance uses.
+pub trait Repo {
+    /// Backs up `paths` (absolute) and returns the new snapshot.
+    fn backup(&self, paths: &[PathBuf], tags: &[String]) -> Result<Snapshot, RepoError>;
+    /// Applies the retention policy to this appliance's snapshots and prunes.
+    fn forget_prune(&self, keep: Keep) -> Result<(), RepoError>;
+    /// Checks the repository; `read` is None (structure only), Some("5%")
+    /// (a share of the data) or Some("all").
+    fn check(&self, read: Option<&str>) -> Result<(), RepoError>;
+    /// This appliance's snapshots, oldest first.
+    fn snapshots(&self) -> Result<Vec<Snapshot>, RepoError>;
+    /// Restores `source` (a path in the snapshot) of snapshot `id` into `dest`.
+    fn restore(
+        &self,
+        id: &str,
+        source: &Path,
+        dest: &Path,
+        progress: bool,
+    ) -> Result<(), RepoError>;
+    /// Creates a new repository.
+    fn init(&self) -> Result<(), RepoError>;
+}
+
+/// rustic, run with the profile on the drive.
+#[derive(Debug, Clone)]
+pub struct RusticCli {
+    pub bin: String,
+    pub profile: PathBuf,
+    pub cache_dir: PathBuf,
+    pub label: String,
+}
+
+impl RusticCli {
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(&self.bin);
+        // rustic accepts a profile path (with or without .toml).
+        c.arg("-P").arg(&self.profile);
+        c.arg("--cache-dir").arg(&self.cache_dir);
+        c.arg("--no-progress");
+        // Plain messages in logs and errors.
+        c.env("NO_COLOR", "1").env("RUST_BACKTRACE", "0");
+        c.stdin(Stdio::null());
+        c
+    }
+
+    fn profile_exists(&self) -> Result<(), RepoError> {
+        let toml = if self.profile.extension().is_some() {
+            self.profile.clone()
+        } else {
+            self.profile.with_extension("toml")
+        };
+        if toml.is_file() {
+            Ok(())
+        } else {
+            Err(RepoError::NotConfigured(toml))
+        }
+    }
+
+    /// Runs rustic, capturing stdout; stderr is captured too and logged.
+    fn run(&self, verb: &'static str, mut c: Command) -> Result<String, RepoError> {
+        self.profile_exists()?;
+        tracing::debug!(command = ?c, "running rustic");
+        let out = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|source| RepoError::Spawn {
+                tool: self.bin.clone(),
+                source,
+            })?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+            tracing::info!(target: "rustic", "{line}");
+        }
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        Err(classify(verb, &out.status.to_string(), &stderr))
+    }
+}
+
+/// Turns rustic's error text into an error that says what to do.
+pub fn classify(verb: &'static str, status: &str, stderr: &str) -> RepoError {
+    if stderr.contains("errors/C002") || stderr.contains("password that has been entered") {
+        return RepoError::WrongPassword;
+    }
+    if stderr.contains("No space left on device") || stderr.contains("os error 28") {
+        return RepoError::DiskFull(tail(stderr, 3).trim().to_owned());
+    }
+    RepoError::Failed {
+        verb,
+        status: status.to_owned(),
+        tail: {
+            let t = tail(stderr, 12);
+            if t.trim().is_empty() {
+                String::new()
+            } else {
+                format!(":\n{t}")
+            }
+        },
+    }
+}
+
+/// The last `n` meaningful lines (rustic ends errors with a backtrace
+/// header and a docs link that say nothing to a user).
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s
+        .lines()
+        .filter(|l| {
+            let t = l.trim();
+            !t.is_empty()
+                && !t.starts_with("Backtrace")
+                && !t.starts_with("Some additional details")
+                && !t.starts_with("[INFO]")
+        })
+        .collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Seconds since the epoch of an RFC 3339 time with any offset, as rustic
+/// writes them (local time, with nanoseconds); None when unreadable.
+pub fn epoch_secs(t: &str) -> Option<i64> {
+    let b = t.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { t.get(r)?.parse().ok() };
+    if b.len() < 19 || b[4] != b'-' || b[10] != b'T' {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * (mo + if mo > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let mut rest = &t[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
+        rest = &frac[n..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let oh: i64 = rest.get(1..3)?.parse().ok()?;
+            let om: i64 = rest.get(4..6)?.parse().ok()?;
+            sign * (oh * 3600 + om * 60)
+        }
+    };
+    Some(days * 86_400 + h * 3600 + mi * 60 + s - offset)
+}
+
+#[derive(Deserialize)]
+struct Group {
+    snapshots: Vec<Snapshot>,
+}
+
+impl Repo for RusticCli {
+    fn backup(&self, paths: &[PathBuf], tags: &[String]) -> Result<Snapshot, RepoError> {
+        let mut c = self.cmd();
+        c.args(["backup", "--json", "--label", &self.label]);
+        if !tags.is_empty() {
+            c.arg("--tag").arg(tags.join(","));
+        }
+        c.args(paths);
+        let out = self.run("backup", c)?;
+        serde_json::from_str(&out).map_err(|e| RepoError::Output {
+            verb: "backup",
+            error: e.to_string(),
+        })
+    }
+
+    fn forget_prune(&self, keep: Keep) -> Result<(), RepoError> {
+        let mut c = self.cmd();
+        c.args(["forget", "--prune", "--filter-label", &self.label]);
+        c.arg("--keep-daily").arg(keep.daily.to_string());
+        c.arg("--keep-weekly").arg(keep.weekly.to_string());
+        c.arg("--keep-monthly").arg(keep.monthly.to_string());
+        self.run("forget", c).map(|_| ())
+    }
+
+    fn check(&self, read: Option<&str>) -> Result<(), RepoError> {
+        let mut c = self.cmd();
+        c.arg("check");
+        match read {
+            None => {}
+            Some("all") => {
+                c.arg("--read-data");
+            }
+            Some(subset) => {
+                c.arg("--read-data-subset").arg(subset);
+            }
+        }
+        self.run("check", c).map(|_| ())
+    }
+
+    fn snapshots(&self) -> Result<Vec<Snapshot>, RepoError> {
+        let mut c = self.cmd();
+        c.args(["snapshots", "--json", "--filter-label", &self.label]);
+        let out = self.run("snapshots", c)?;
+        let groups: Vec<Group> = serde_json::from_str(&out).map_err(|e| RepoError::Output {
+            verb: "snapshots",
+            error: e.to_string(),
+        })?;
+        let mut all: Vec<Snapshot> = groups.into_iter().flat_map(|g| g.snapshots).collect();
+        all.sort_by_key(|s| epoch_secs(&s.time));
+        Ok(all)
+    }
+
+    fn restore(
+        &self,
+        id: &str,
+        source: &Path,
+        dest: &Path,
+        progress: bool,
+    ) -> Result<(), RepoError> {
+        self.profile_exists()?;
+        let mut c = Command::new(&self.bin);
+        c.arg("-P").arg(&self.profile);
+        c.arg("--cache-dir").arg(&self.cache_dir);
+        c.env("NO_COLOR", "1").env("RUST_BACKTRACE", "0");
+        c.stdin(Stdio::null());
+        if !progress {
+            c.arg("--no-progress");
+        }
+        c.arg("restore")
+            .arg(format!("{id}:{}", source.display()))
+            .arg(dest);
+        if !progress {
+            return self.run("restore", c).map(|_| ());
+        }
+        // rustic draws its progress bar on the terminal; errors are also
+        // collected to say what went wrong.
+        let mut child = c
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| RepoError::Spawn {
+                tool: self.bin.clone(),
+                source,
+            })?;
+        let mut err = child.stderr.take().expect("piped");
+        let mut collected = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match err.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    use std::io::Write;
+                    let _ = std::io::stderr().write_all(&buf[..n]);
+                    collected.extend_from_slice(&buf[..n]);
+                }
+            }
+        }
+        let status = child.wait().map_err(|source| RepoError::Spawn {
+            tool: self.bin.clone(),
+            source,
+        })?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(classify(
+                "restore",
+                &status.to_string(),
+                &String::from_utf8_lossy(&collected),
+            ))
+        }
+    }
+
+    fn init(&self) -> Result<(), RepoError> {
+        let mut c = self.cmd();
+        c.arg("init");
+        self.run("init", c).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_say_what_happened() {
+        let wrong = "[INFO] using config /x.toml\nerror: `rustic_core` experienced an error related to `credentials handling`.\n\nMessage:\nThe password that has been entered, seems to be incorrect.\n\nFor more information, see: https://rustic.cli.rs/docs/errors/C002\n\nSome additional details ...\n\nBacktrace:\n";
+        assert!(matches!(
+            classify("snapshots", "exit status: 1", wrong),
+            RepoError::WrongPassword
+        ));
+        let full = "[ERROR] writing /srv/immich/immich/upload/a.jpg: No space left on device (os error 28)\n";
+        assert!(matches!(
+            classify("restore", "exit status: 1", full),
+            RepoError::DiskFull(m) if m.contains("a.jpg")
+        ));
+        let other = "[INFO] x\nerror: connection refused\nBacktrace:\n";
+        let e = classify("backup", "exit status: 1", other).to_string();
+        assert!(
+            e.contains("connection refused") && !e.contains("Backtrace"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn times_with_offsets_order_correctly() {
+        assert_eq!(epoch_secs("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            epoch_secs("2026-11-21T23:00:00.988466981+00:00"),
+            Some(1_795_302_000)
+        );
+        // 02:30 at +02:00 is earlier than 01:45 at +00:00.
+        assert!(epoch_secs("2026-03-29T02:30:00+02:00") < epoch_secs("2026-03-29T01:45:00+00:00"));
+        assert_eq!(epoch_secs("yesterday"), None);
+    }
+
+    #[test]
+    fn snapshots_json_parses() {
+        let json = r#"[{"group_key":{"hostname":"pi","label":"immich-appliance","paths":["/srv/immich/dumps","/srv/immich/immich"]},
+          "snapshots":[{"time":"2026-11-21T03:30:00+00:00","id":"b1","paths":["/srv/immich/dumps","/srv/immich/immich"],"label":"immich-appliance","hostname":"pi","tags":["full"],
+          "summary":{"total_files_processed":3,"total_bytes_processed":10,"data_added":5,"data_added_packed":4,"backup_duration":0.5,"files_new":3}},
+          {"time":"2026-11-20T03:30:00+00:00","id":"a1","paths":[],"label":"immich-appliance","hostname":"pi","tags":[]}]}]"#;
+        let groups: Vec<Group> = serde_json::from_str(json).unwrap();
+        let mut all: Vec<Snapshot> = groups.into_iter().flat_map(|g| g.snapshots).collect();
+        all.sort_by_key(|s| epoch_secs(&s.time));
+        assert_eq!(all[1].id, "b1");
+        assert_eq!(all[1].summary.as_ref().unwrap().total_files_processed, 3);
+        assert!(all[0].summary.is_none());
+    }
+}

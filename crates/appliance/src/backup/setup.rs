@@ -1,0 +1,372 @@
+//! Setting up the repository: where it is, its password and the backend's
+//! options (cloud keys) go into rustic's profile in the drive's secrets
+//! folder, never onto the SD card. `restore` uses the same pieces to reach
+//! the repository from a new drive.
+
+use std::fs;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use super::rustic::Repo;
+use super::{BackupError, Paths, drive_ready, write_secret};
+use crate::config::Config;
+use crate::luks;
+use crate::secret::{self, Passphrase, Source};
+
+/// How to reach a repository. The options may hold cloud keys.
+pub struct Access {
+    pub repository: String,
+    pub password: Passphrase,
+    pub options: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access")
+            .field("repository", &self.repository)
+            .field(
+                "options",
+                &self.options.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// Questions for the person at the terminal.
+pub trait Ask {
+    /// Whether there is a terminal to ask on.
+    fn interactive(&self) -> bool;
+    fn line(&self, prompt: &str) -> Result<String, BackupError>;
+}
+
+/// Asks on /dev/tty.
+#[derive(Debug)]
+pub struct Tty;
+
+impl Ask for Tty {
+    fn interactive(&self) -> bool {
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/tty")
+            .is_ok()
+    }
+    fn line(&self, prompt: &str) -> Result<String, BackupError> {
+        let tty = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/tty")
+            .map_err(|_| {
+                BackupError::Other(
+                    "there is no terminal to ask on; give the answers as options (see --help)"
+                        .into(),
+                )
+            })?;
+        let mut w = &tty;
+        let _ = w.write_all(prompt.as_bytes());
+        let _ = w.flush();
+        let mut line = String::new();
+        std::io::BufReader::new(&tty)
+            .read_line(&mut line)
+            .map_err(BackupError::io("cannot read from the terminal"))?;
+        Ok(line.trim().to_owned())
+    }
+}
+
+/// Options for the backend: `key = value` lines, `#` comments. They can
+/// hold secrets, so they come from a file or the terminal, never argv.
+pub fn parse_options(text: &str) -> Result<Vec<(String, String)>, BackupError> {
+    let mut v = vec![];
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (k, val) = line.split_once('=').ok_or_else(|| {
+            BackupError::Other(format!(
+                "line {} of the options is not `key = value`: `{line}`",
+                n + 1
+            ))
+        })?;
+        let k = k.trim();
+        let val = val.trim().trim_matches('"');
+        if k.is_empty()
+            || !k
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(BackupError::Other(format!(
+                "line {}: `{k}` is not an option name",
+                n + 1
+            )));
+        }
+        v.push((k.to_owned(), val.to_owned()));
+    }
+    Ok(v)
+}
+
+/// What `setup` and `restore` were told about the repository.
+#[derive(Debug, Default, Clone)]
+pub struct AccessArgs {
+    pub repository: Option<String>,
+    /// The repository password: a file, or `-` for stdin; the terminal
+    /// when absent.
+    pub password: Option<PathBuf>,
+    pub options_file: Option<PathBuf>,
+}
+
+/// Gathers the access from the arguments and, where they are silent, the
+/// terminal. `new_password` is Some for a new repository (the password is
+/// generated, not asked).
+pub fn gather(
+    args: &AccessArgs,
+    ask: &dyn Ask,
+    new_password: Option<Passphrase>,
+) -> Result<Access, BackupError> {
+    let repository = match &args.repository {
+        Some(r) => r.trim().to_owned(),
+        None => {
+            if !ask.interactive() {
+                return Err(BackupError::Other(
+                    "say where the repository is: --repository (for example rest:https://host:8000/immich or opendal:b2)"
+                        .into(),
+                ));
+            }
+            ask.line(
+                "Repository (for example opendal:b2, opendal:s3, rest:https://host:8000/immich, rclone:remote:immich, or a local path): ",
+            )?
+        }
+    };
+    if repository.is_empty() || repository.contains('\n') {
+        return Err(BackupError::Other("the repository cannot be empty".into()));
+    }
+    let options = match &args.options_file {
+        Some(f) => parse_options(&fs::read_to_string(f).map_err(BackupError::io(format!(
+            "cannot read the options file {}",
+            f.display()
+        )))?)?,
+        None if ask.interactive() && repository.starts_with("opendal:") => {
+            let mut text = String::new();
+            eprintln!(
+                "The {repository} backend needs options, such as the bucket and the keys (see docs/backups.md)."
+            );
+            loop {
+                let l = ask.line("  option (key = value; empty line when done): ")?;
+                if l.is_empty() {
+                    break;
+                }
+                text.push_str(&l);
+                text.push('\n');
+            }
+            parse_options(&text)?
+        }
+        None => vec![],
+    };
+    let password = match new_password {
+        Some(p) => p,
+        None => secret::read(
+            &Source::from_arg(args.password.as_deref()),
+            "Repository password: ",
+        )
+        .map_err(|e| BackupError::Other(e.to_string()))?,
+    };
+    if password.is_empty() {
+        return Err(BackupError::Other(
+            "the repository password is empty".into(),
+        ));
+    }
+    Ok(Access {
+        repository,
+        password,
+        options,
+    })
+}
+
+/// rustic's profile: the repository, where its password is, and the
+/// backend's options.
+pub fn profile_text(access: &Access, password_file: &Path) -> String {
+    let mut repo = toml::Table::new();
+    repo.insert("repository".into(), access.repository.clone().into());
+    repo.insert(
+        "password-file".into(),
+        password_file.display().to_string().into(),
+    );
+    if !access.options.is_empty() {
+        let mut o = toml::Table::new();
+        for (k, v) in &access.options {
+            o.insert(k.clone(), v.clone().into());
+        }
+        repo.insert("options".into(), o.into());
+    }
+    let mut root = toml::Table::new();
+    root.insert("repository".into(), repo.into());
+    format!(
+        "# rustic's profile for the Immich appliance, written by immich-server.\n\
+         # It lives on the encrypted drive only. Keep a copy of the repository\n\
+         # and its password in your password manager.\n{}",
+        toml::to_string(&root).expect("serialises")
+    )
+}
+
+/// Writes the profile and the password file (both 0600).
+pub fn write_access(
+    access: &Access,
+    profile: &Path,
+    password_file: &Path,
+) -> Result<(), BackupError> {
+    let mut pw = access.password.as_bytes().to_vec();
+    pw.push(b'\n');
+    let r = write_secret(password_file, &pw);
+    zeroize::Zeroize::zeroize(&mut pw);
+    r.map_err(BackupError::io(format!(
+        "cannot write {}",
+        password_file.display()
+    )))?;
+    write_secret(profile, profile_text(access, password_file).as_bytes()).map_err(BackupError::io(
+        format!("cannot write {}", profile.display()),
+    ))
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct SetupOptions {
+    pub access: AccessArgs,
+    /// Use a repository that exists already (its password is asked for).
+    pub existing: bool,
+    /// Replace a profile that is set up already.
+    pub force: bool,
+}
+
+/// What setup did; the generated password is shown once, in the
+/// emergency kit.
+#[derive(Debug)]
+pub struct SetupReport {
+    pub repository: String,
+    pub created: bool,
+    pub generated_password: Option<Passphrase>,
+    pub option_names: Vec<String>,
+    pub snapshots: usize,
+}
+
+pub fn setup(
+    cfg: &Config,
+    opts: &SetupOptions,
+    ask: &dyn Ask,
+    make_repo: &dyn Fn(&Path) -> Box<dyn Repo>,
+) -> Result<SetupReport, BackupError> {
+    if !drive_ready(cfg) {
+        return Err(BackupError::DriveLocked(cfg.drive.mount_point.clone()));
+    }
+    let _lock = super::try_lock(cfg)?;
+    let p = Paths::new(cfg);
+    if p.profile.exists() && !opts.force {
+        return Err(BackupError::Other(format!(
+            "a repository is set up already ({}). To replace it, run setup again with --force",
+            p.profile.display()
+        )));
+    }
+    // A new repository gets a generated password, unless one is given.
+    let generated = if opts.existing || opts.access.password.is_some() {
+        None
+    } else {
+        Some(luks::random_secret().map_err(BackupError::io("cannot generate a password"))?)
+    };
+    let show = generated
+        .as_ref()
+        .map(|g| Passphrase::new(g.as_bytes().to_vec()));
+    let access = gather(&opts.access, ask, generated)?;
+
+    // Keep the previous profile until the new one works.
+    let aside = |f: &Path| f.with_extension("previous");
+    let had = p.profile.exists();
+    if had {
+        for f in [&p.profile, &p.password] {
+            if f.exists() {
+                fs::rename(f, aside(f))
+                    .map_err(BackupError::io("cannot move the old profile aside"))?;
+            }
+        }
+    }
+    let undo = |p: &Paths| {
+        let _ = fs::remove_file(&p.profile);
+        let _ = fs::remove_file(&p.password);
+        if had {
+            for f in [&p.profile, &p.password] {
+                let _ = fs::rename(aside(f), f);
+            }
+        }
+    };
+    if let Err(e) = write_access(&access, &p.profile, &p.password) {
+        undo(&p);
+        return Err(e);
+    }
+    let _ = fs::create_dir_all(&p.cache);
+    let repo = make_repo(&p.profile);
+    let outcome = if opts.existing {
+        repo.snapshots().map(|s| s.len())
+    } else {
+        repo.init().map(|()| 0)
+    };
+    match outcome {
+        Ok(snapshots) => {
+            for f in [&p.profile, &p.password] {
+                let _ = fs::remove_file(aside(f));
+            }
+            Ok(SetupReport {
+                repository: access.repository.clone(),
+                created: !opts.existing,
+                generated_password: show,
+                option_names: access.options.iter().map(|(k, _)| k.clone()).collect(),
+                snapshots,
+            })
+        }
+        Err(e) => {
+            undo(&p);
+            Err(e.into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse_and_refuse_garbage() {
+        let o = parse_options("# keys\nbucket = photos\napplication_key_id=\"004a\"\n\n").unwrap();
+        assert_eq!(
+            o,
+            vec![
+                ("bucket".to_owned(), "photos".to_owned()),
+                ("application_key_id".to_owned(), "004a".to_owned())
+            ]
+        );
+        assert!(parse_options("just words").is_err());
+        assert!(parse_options("bad key = 1").is_err());
+    }
+
+    #[test]
+    fn the_profile_holds_no_password_and_quotes_everything() {
+        let a = Access {
+            repository: "rest:http://127.0.0.1:8000/x \"y\"".into(),
+            password: Passphrase::new(b"hunter2-secret".to_vec()),
+            options: vec![("secret_access_key".into(), "a\"b".into())],
+        };
+        let text = profile_text(&a, Path::new("/srv/immich/secrets/backup-password"));
+        assert!(!text.contains("hunter2"), "{text}");
+        let parsed: toml::Table = toml::from_str(&text).unwrap();
+        let r = parsed["repository"].as_table().unwrap();
+        assert_eq!(
+            r["repository"].as_str(),
+            Some("rest:http://127.0.0.1:8000/x \"y\"")
+        );
+        assert_eq!(r["options"]["secret_access_key"].as_str(), Some("a\"b"));
+        assert_eq!(
+            r["password-file"].as_str(),
+            Some("/srv/immich/secrets/backup-password")
+        );
+        assert!(
+            !format!("{a:?}").contains("a\\\"b"),
+            "Debug hides option values"
+        );
+    }
+}

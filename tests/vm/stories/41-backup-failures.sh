@@ -1,0 +1,103 @@
+#!/bin/bash
+# vm-disk-size: 2G
+# vm-timeout: 2400
+#
+# How backups fail, and that they say so: a run while the drive is locked is
+# a recorded skip, not a failure; a run before setup says to run setup; a
+# wrong repository password is a clear error that keeps the working setup;
+# essential-only really leaves thumbnails out; a run killed midway is
+# reported and the next run succeeds with a clean check; and a corrupted
+# pack file is caught by `check`, which turns the status red.
+. "$VM_LIB/common.sh"
+. "$VM_LIB/appliance.sh"
+. "$VM_LIB/backup.sh"
+appliance_setup
+quiet_uploads
+MP=$(cfg drive.mount-point)
+
+check "init" appliance_init > /dev/null
+
+locked_run_is_a_skip() {
+	local out st
+	out=$("$BIN/immich-server" backup run 2>&1) || { echo "$out"; return 1; }
+	echo "$out"
+	st=$("$BIN/immich-server" status --json)
+	[ "$(echo "$st" | jq -r .backup.last_skip.message)" = "skipped: drive locked" ] &&
+		[ -z "$(ls -A "$MP")" ]
+}
+check "a backup while the drive is locked: exit 0, recorded as a skip, nothing written" locked_run_is_a_skip
+timer_run_is_a_skip() {
+	systemctl start immich-backup.service && ! systemctl is-failed -q immich-backup.service
+}
+check "the same through the systemd unit: it does not fail" timer_run_is_a_skip
+
+check "start" appliance_start
+check "REST server" rest_server_start
+check "a library" gen_library 600 60 2 4
+check "a database" fill_database
+
+not_configured_is_clear() {
+	local out rc
+	out=$("$BIN/immich-server" backup run 2>&1); rc=$?
+	echo "$out"
+	[ "$rc" = 11 ] && contains "immich-server backup setup" "$out" &&
+		[ "$(backup_json | jq -r .health.colour)" = red ]
+}
+check "before setup, a run fails and says to run setup; status is red" not_configured_is_clear
+
+check "setup" backup_setup_rest > /dev/null
+
+wrong_password_is_clear() {
+	local out rc
+	printf 'not the password\n' > /run/wrong.pass
+	out=$("$BIN/immich-server" backup setup --existing --force --repository "$REST_URL" \
+		--password-file /run/wrong.pass 2>&1); rc=$?
+	echo "$out"
+	[ "$rc" = 11 ] && contains "repository password is wrong" "$out" &&
+		grep -q 'a long repository password for tests' "$MP/secrets/backup-password"
+}
+check "a wrong repository password: a clear error, and the working setup is kept" wrong_password_is_clear
+
+check "a full backup" "$BIN/immich-server" backup run
+thumbs_in_full() { rustic_drive ls latest | grep -q '/thumbs/'; }
+check "the default backup includes thumbnails" thumbs_in_full
+
+essential_only() {
+	local ls
+	printf '\n[backup]\nessential-only = true\n' >> /etc/immich-appliance/config.toml
+	"$BIN/immich-server" backup run > /dev/null || return 1
+	ls=$(rustic_drive ls latest)
+	! echo "$ls" | grep -q '/thumbs/' && ! echo "$ls" | grep -q '/encoded-video/' &&
+		echo "$ls" | grep -q '/upload/' && echo "$ls" | grep -q '/dumps/immich.pgdump'
+}
+check "essential-only leaves thumbnails and encoded videos out, keeps originals and the dump" essential_only
+
+killed_run_then_recovers() {
+	local st
+	# More data, so that the run is still going when it is killed.
+	gen_library 1500 200 2 32 > /dev/null
+	systemd-run --unit=killme --quiet "$BIN/immich-server" backup run
+	wait_for 120 pgrep -f "rustic.* backup " || return 1
+	sleep 2
+	systemctl kill -s KILL killme.service
+	sleep 1
+	st=$(backup_json)
+	echo "$st" | jq -c .running
+	echo "$st" | jq -r .running | grep -q interrupted || return 1
+	"$BIN/immich-server" backup run > /dev/null && "$BIN/immich-server" backup check --read-all
+}
+check "a run killed midway is reported; the next run succeeds and a full check is clean" killed_run_then_recovers
+
+corrupted_pack_is_caught() {
+	local pack out rc
+	pack=$(find "$REST_DIR/data" -type f -size +100k | head -1)
+	[ -n "$pack" ] || return 1
+	printf 'corrupted' | dd of="$pack" bs=1 seek=4096 conv=notrunc status=none
+	out=$("$BIN/immich-server" backup check --read-all 2>&1); rc=$?
+	echo "$out" | tail -5
+	[ "$rc" = 11 ] && [ "$(backup_json | jq -r .health.colour)" = red ] &&
+		"$BIN/immich-server" --status | grep -q "repository check failed"
+}
+check "a corrupted pack file is caught by check, and status turns red" corrupted_pack_is_caught
+check "stop" appliance_stop
+finish

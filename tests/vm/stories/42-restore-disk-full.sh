@@ -1,0 +1,44 @@
+#!/bin/bash
+# vm-disks: 2
+# vm-disk-size: 1G
+# vm-timeout: 1800
+#
+# The new drive fills up during a restore: the restore says so clearly,
+# nothing is started, and the drive is locked again.
+. "$VM_LIB/common.sh"
+. "$VM_LIB/appliance.sh"
+. "$VM_LIB/backup.sh"
+appliance_setup
+quiet_uploads
+MP=$(cfg drive.mount-point)
+
+check "init" appliance_init > /dev/null
+check "start" appliance_start
+check "REST server" rest_server_start
+check "a library of about 300 MB" gen_library 1000 200 4 16
+check "a database" fill_database
+check "setup" backup_setup_rest > /dev/null
+check "backup" "$BIN/immich-server" backup run
+check "stop" appliance_stop
+check "init the new drive" appliance_init "$VM_DISK2" > /dev/null
+
+full_during_restore() {
+	local pid free rc
+	"$BIN/immich-server" restore --no-start --immich-drive "$VM_DISK2" --repository "$REST_URL" \
+		--password-file "$REPO_PASS" --passphrase-file "$PASSFILE" > /run/restore.out 2>&1 &
+	pid=$!
+	# Once rustic writes, something else takes the rest of the space.
+	wait_for 300 pgrep -f "rustic.* restore " || { cat /run/restore.out; return 1; }
+	free=$(df --output=avail -B1 "$MP" | tail -1)
+	fallocate -l $((free - 4096)) "$MP/filler" || dd if=/dev/zero of="$MP/filler" bs=1M status=none
+	wait "$pid"
+	rc=$?
+	cat /run/restore.out
+	[ "$rc" = 11 ] && grep -qi "disk is full\|no space" /run/restore.out
+}
+check "the drive fills during the restore: exit 11 with a clear error" full_during_restore
+nothing_started() {
+	no_stack_unit_active && ! is_mounted "$MP" && ! mapper_open "$(mapper_name)"
+}
+check "nothing is started, and the drive is locked again" nothing_started
+finish
