@@ -68,6 +68,7 @@ let
     immich = {
       url = "http://127.0.0.1:${toString config.services.immich.port}";
       lan-port = if remote.lan.enable then config.services.immich.port else 0;
+      tailscale = remote.tailscale.enable;
       tailscale-serve = remote.tailscale.enable && remote.tailscale.serve;
       mdns-name = if remote.lan.enable && remote.lan.mdns then "${remote.lan.mdnsHostName}.local" else "";
       ml-enabled = ml.mode != "off";

@@ -43,7 +43,7 @@ in
     };
 
     rusticPackage = mkPackageOption pkgs "rustic" {
-      example = "rustic.overrideAttrs { doCheck = false; }";
+      example = "pkgs.rustic.overrideAttrs { doCheck = false; }";
       extraDescription = "The appliance is tested with rustic 0.11.";
     };
 

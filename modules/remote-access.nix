@@ -3,7 +3,6 @@
 {
   config,
   lib,
-  pkgs,
   utils,
   ...
 }:
@@ -123,6 +122,9 @@ in
             "immich-server.service"
           ];
           wants = [ "tailscaled.service" ];
+          # Started by `immich-server --start` after the stack, and stopped
+          # with Immich.
+          bindsTo = [ "immich-server.service" ];
           serviceConfig = {
             Type = "oneshot";
             RemainAfterExit = true;

@@ -383,6 +383,24 @@ lib.runTests {
       ];
     };
   };
+  testTailscaleServeComesAndGoesWithImmich = {
+    expr =
+      let
+        c = config [ (ia { remoteAccess.tailscale.serve = true; }) ];
+        u = svc c "immich-tailscale-serve";
+      in
+      {
+        inherit (u) wantedBy bindsTo;
+        afterStart = lib.elem "immich-tailscale-serve.service" (settings c).units.after-start;
+        https = (settings c).immich.tailscale-serve;
+      };
+    expected = {
+      wantedBy = [ ];
+      bindsTo = [ "immich-server.service" ];
+      afterStart = true;
+      https = true;
+    };
+  };
   testRedisKeepsNothingOnDisk = {
     expr = {
       inherit ((config [ ]).services.redis.servers.immich) save appendOnly;

@@ -16,6 +16,13 @@ in
 {
   stubOptionPaths = e.stubOptionPaths;
 
+  # docs/options.md is generated from these (`cargo xtask options-doc`).
+  options = map (o: {
+    inherit (o) name type description;
+    default = o.default.text or null;
+    example = o.example.text or null;
+  }) e.applianceOptions;
+
   # Every one of these must load in immich-server; `rejected` must not.
   configs = lib.mapAttrs (_: both) {
     default = e.config [ ];

@@ -145,16 +145,9 @@ pub fn immich_sdk() -> Result<PathBuf> {
 /// debug builds for quicker local iteration.
 pub fn stage_binaries(release: bool) -> Result<PathBuf> {
     let mut c = cargo();
-    c.args([
-        "build",
-        "--locked",
-        "-p",
-        "immich-server",
-        "-p",
-        "immich-throttle",
-        "-p",
-        "fake-immich",
-    ]);
+    // The whole workspace's binaries: the same feature set as the other
+    // layers' builds, so that switching between them rebuilds nothing.
+    c.args(["build", "--locked", "--workspace", "--bins"]);
     if release {
         c.arg("--release");
     }
@@ -162,11 +155,7 @@ pub fn stage_binaries(release: bool) -> Result<PathBuf> {
     let share = util::root().join("target/vm-share");
     let _ = fs::remove_dir_all(&share);
     fs::create_dir_all(&share)?;
-    let release = util::root().join(if release {
-        "target/release"
-    } else {
-        "target/debug"
-    });
+    let release = util::target_dir().join(if release { "release" } else { "debug" });
     for b in ["immich-server", "immich-throttle", "fake-immich"] {
         fs::copy(release.join(b), share.join(b)).with_context(|| format!("staging {b}"))?;
     }
@@ -175,10 +164,19 @@ pub fn stage_binaries(release: bool) -> Result<PathBuf> {
     Ok(share)
 }
 
-/// rustic, built from the crate registry once and cached.
+/// rustic, built from the crate registry once and cached. A lock makes a
+/// second caller (the VM layer while .ci/run builds it in the background)
+/// wait for the first instead of building it twice.
 pub fn rustic() -> Result<PathBuf> {
     let root = util::cache_dir().join("rustic");
     let bin = root.join("bin/rustic");
+    fs::create_dir_all(&root)?;
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(root.join("build.lock"))?;
+    lock.lock().context("locking the rustic build")?;
     if bin.exists() {
         return Ok(bin);
     }
@@ -192,10 +190,20 @@ pub fn rustic() -> Result<PathBuf> {
                     "--version",
                     RUSTIC_VERSION,
                 ])
+                // Only what the tests use; the backends (local, REST,
+                // rclone, opendal) come with rustic_backend regardless.
                 .args(["--no-default-features", "--root"])
-                .arg(&root),
+                .arg(&root)
+                .arg("--target-dir")
+                .arg(root.join("target"))
+                // A test tool, not a release: a build that takes 10 minutes
+                // less matters more than the last 10 % of speed.
+                .env("CARGO_PROFILE_RELEASE_LTO", "off")
+                .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16")
+                .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "2"),
         )
     })?;
+    let _ = fs::remove_dir_all(root.join("target"));
     Ok(bin)
 }
 

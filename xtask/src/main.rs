@@ -39,6 +39,10 @@ enum Cmd {
     },
     /// Nix module unit tests (lib.evalModules on nixpkgs lib, offline)
     NixTest,
+    /// Build rustic (for the backup stories) into the cache, once
+    Rustic,
+    /// Write docs/options.md from the NixOS modules
+    OptionsDoc,
     /// Benchmarks that print figures (never pass/fail on timing)
     Bench {
         /// start | throttle-sim | throttle-footprint | backup | size-aarch64
@@ -93,6 +97,8 @@ fn main() {
         Cmd::Ci { only } => ci::ci(&only),
         Cmd::Vm { cmd } => vm_cmd(cmd),
         Cmd::NixTest => nix::test(),
+        Cmd::Rustic => ci::rustic().map(|p| println!("{}", p.display())),
+        Cmd::OptionsDoc => nix::write_options_doc(),
         Cmd::Bench { name, args } => bench::bench(&name, &args),
     };
     if let Err(e) = r {

@@ -37,6 +37,7 @@ pub fn test() -> Result<()> {
     util::timed("stubbed options exist in NixOS", || {
         check_option_paths(&export)
     })?;
+    util::timed("docs/options.md is current", || check_options_doc(&export))?;
     util::timed("flake.lock resolves without re-locking", || {
         nix.flake_lock_ok(&root)
     })?;
@@ -170,11 +171,11 @@ fn parse_all(nix: &Nix, root: &Path) -> Result<()> {
 /// with the real config loader: the accepted ones must load, the rejected
 /// ones must fail with an error that names the key.
 fn check_configs(export: &Value) -> Result<()> {
-    let bin = util::root().join("target/debug/immich-server");
+    let bin = util::target_dir().join("debug/immich-server");
     util::run(
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .current_dir(util::root())
-            .args(["build", "--locked", "-p", "immich-server"]),
+            .args(["build", "--locked", "--workspace", "--bins"]),
     )?;
     let dir = util::root().join("target/nix-test");
     fs::create_dir_all(&dir)?;
@@ -295,5 +296,70 @@ fn check_option_paths(export: &Value) -> Result<()> {
         list.display(),
         extra.as_object().map_or(0, |o| o.len().saturating_sub(1))
     );
+    Ok(())
+}
+
+/// The option reference, rendered from the module's own declarations.
+fn render_options_doc(export: &Value) -> Result<String> {
+    let opts = export["options"]
+        .as_array()
+        .context("export.nix has no options")?;
+    let mut s = String::from(
+        "# Options reference\n\n\
+         Every option of `services.immich-appliance`, generated from the NixOS modules\n\
+         (`cargo xtask options-doc`; `cargo xtask ci` fails when this file is stale).\n\
+         Set them in your own flake (see [customise.md](customise.md)).\n",
+    );
+    for o in opts {
+        let name = o["name"].as_str().unwrap_or("?");
+        s.push_str(&format!("\n## `{name}`\n\n"));
+        if let Some(d) = o["description"].as_str() {
+            s.push_str(d.trim());
+            s.push_str("\n\n");
+        }
+        s.push_str(&format!("- Type: {}\n", o["type"].as_str().unwrap_or("?")));
+        for (k, label) in [("default", "Default"), ("example", "Example")] {
+            if let Some(v) = o[k].as_str() {
+                let v = v.trim();
+                if v.contains('\n') {
+                    s.push_str(&format!("- {label}:\n\n  ```nix\n"));
+                    for line in v.lines() {
+                        s.push_str(&format!("  {line}\n"));
+                    }
+                    s.push_str("  ```\n");
+                } else {
+                    s.push_str(&format!("- {label}: `{v}`\n"));
+                }
+            }
+        }
+    }
+    Ok(s)
+}
+
+fn check_options_doc(export: &Value) -> Result<()> {
+    let want = render_options_doc(export)?;
+    let path = util::root().join("docs/options.md");
+    let have = fs::read_to_string(&path).unwrap_or_default();
+    if have != want {
+        bail!(
+            "{} is stale: regenerate it with `cargo xtask options-doc` and commit it",
+            path.display()
+        );
+    }
+    eprintln!(
+        "    {} options documented",
+        export["options"].as_array().map_or(0, Vec::len)
+    );
+    Ok(())
+}
+
+/// Writes docs/options.md from the modules.
+pub fn write_options_doc() -> Result<()> {
+    let nix = Nix::find()?;
+    let export = nix.eval_json("tests/nix/export.nix")?;
+    let path = util::root().join("docs/options.md");
+    fs::create_dir_all(path.parent().expect("docs/"))?;
+    fs::write(&path, render_options_doc(&export)?)?;
+    eprintln!("wrote {}", path.display());
     Ok(())
 }

@@ -14,6 +14,15 @@ pub fn root() -> PathBuf {
         .to_owned()
 }
 
+/// cargo's target directory (CARGO_TARGET_DIR, which .ci/run points into
+/// its cache, or target/ in the workspace).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| if p.is_absolute() { p } else { root().join(p) })
+        .unwrap_or_else(|| root().join("target"))
+}
+
 /// Where builds cache things between runs (VM images, Nix store, npm
 /// tarballs). `.ci/run` points it at a directory it owns.
 pub fn cache_dir() -> PathBuf {

@@ -125,6 +125,7 @@ pub struct Immich {
     pub url: String,
     pub lan_port: u16,
     pub ping_timeout_secs: u64,
+    pub tailscale: bool,
     pub tailscale_serve: bool,
     pub mdns_name: String,
     pub ml_enabled: bool,

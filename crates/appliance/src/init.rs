@@ -23,9 +23,6 @@ use crate::systemd::{self, MountSpec, Systemd};
 /// Bytes a new drive passphrase needs at least.
 pub const MIN_PASSPHRASE: usize = 12;
 
-/// The secret files `init` writes into secrets/ (mode 0600).
-pub const BACKUP_PASSWORD_FILE: &str = "backup-password";
-
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
     #[error(transparent)]
@@ -274,8 +271,7 @@ pub fn prepare(
         let mut content = backup_pw.as_bytes().to_vec();
         content.push(b'\n');
         host::write_atomic(
-            &cfg.drive_path(&cfg.layout.secrets)
-                .join(BACKUP_PASSWORD_FILE),
+            &cfg.drive.mount_point.join(&cfg.backup.password_file),
             &content,
             0o600,
         )

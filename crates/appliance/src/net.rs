@@ -115,6 +115,9 @@ pub fn urls(cfg: &Config, src: &dyn AddressSource) -> Urls {
             }
         }
     }
+    if !cfg.immich.tailscale {
+        return u;
+    }
     match src.tailscale() {
         Ok(Some(ts)) => {
             if cfg.immich.tailscale_serve && !ts.dns_name.is_empty() {
@@ -229,5 +232,9 @@ mod tests {
                 .unwrap()
                 .contains("tailscale up")
         );
+        let mut off = cfg.clone();
+        off.immich.tailscale = false;
+        let u = urls(&off, &fake);
+        assert!(u.tailscale.is_empty() && u.tailscale_note.is_none());
     }
 }

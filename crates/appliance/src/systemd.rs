@@ -567,6 +567,36 @@ mod tests {
     }
 }
 
+/// For the throttler's footprint benchmark on a machine without systemd:
+/// the CPU quota is "unlimited" and setting it does nothing. Everything
+/// else is refused.
+#[derive(Debug)]
+pub struct QuotaDisabled;
+
+impl Systemd for QuotaDisabled {
+    fn start(&self, unit: &str, _: Duration) -> Result<(), UnitError> {
+        Err(UnitError::Bus(format!("no systemd here (start {unit})")))
+    }
+    fn stop(&self, unit: &str, _: Duration) -> Result<(), UnitError> {
+        Err(UnitError::Bus(format!("no systemd here (stop {unit})")))
+    }
+    fn state(&self, unit: &str) -> Result<UnitState, UnitError> {
+        Err(UnitError::Bus(format!("no systemd here (state {unit})")))
+    }
+    fn mount(&self, _: &MountSpec, _: Duration) -> Result<(), UnitError> {
+        Err(UnitError::Bus("no systemd here (mount)".into()))
+    }
+    fn set_cpu_quota(&self, _: &str, _: Option<u64>) -> Result<(), UnitError> {
+        Ok(())
+    }
+    fn cpu_quota(&self, _: &str) -> Result<Option<u64>, UnitError> {
+        Ok(None)
+    }
+    fn journal_tail(&self, _: &str, _: usize) -> String {
+        String::new()
+    }
+}
+
 /// A stand-in for unit tests of code that must not touch systemd at all.
 #[cfg(test)]
 pub mod tests_support {

@@ -500,6 +500,12 @@ fn setup_kit(r: &setup::SetupReport) -> String {
     );
     let _ = writeln!(s, "  Repository:           {}", r.repository);
     match &r.generated_password {
+        None if r.password_from_kit => {
+            let _ = writeln!(
+                s,
+                "  Repository password:  the backup password in the drive's emergency kit (from init)"
+            );
+        }
         Some(p) => {
             let _ = writeln!(
                 s,
@@ -591,6 +597,12 @@ fn restore_cmd(cli: &Cli, a: &cli::RestoreArgs, term: &Term) -> Result<(), Fail>
                 r.tables,
                 r.rows
             );
+            if r.access_written {
+                println!(
+                    "Backups continue to the same repository, with its password (the backup password\n\
+                     shown by `init` for this drive is no longer used: keep the repository's)."
+                );
+            }
             if r.started {
                 println!("Immich is running.");
                 for u in r.urls.all() {

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use appliance::config::Config;
 use appliance::immich::{self, Client};
 use appliance::sd_notify::{self, Notify};
-use appliance::systemd::{DbusSystemd, Systemd};
+use appliance::systemd::{self, DbusSystemd, Systemd};
 use appliance::throttle::daemon::{self, Daemon, Parts, Status};
 use appliance::throttle::sysfs::{self, Sysfs};
 use appliance::{host, secret};
@@ -45,7 +45,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the daemon (the service's ExecStart)
-    Run,
+    Run {
+        /// Leave the CPU quota alone and do without systemd's bus (for the
+        /// footprint benchmark on a machine without systemd)
+        #[arg(long, hide = true)]
+        without_quota: bool,
+    },
     /// Undo what a crashed or stopped daemon changed (the service's ExecStopPost)
     Restore,
     /// Temperature, setpoint, clock, quota, paused queues and why
@@ -122,10 +127,10 @@ fn need_root(what: &str) -> Result<(), Fail> {
 
 fn run(cli: &Cli) -> Result<(), Fail> {
     match &cli.cmd {
-        Cmd::Run => {
+        Cmd::Run { without_quota } => {
             need_root("run")?;
             let cfg = config(cli)?;
-            daemon_main(&cfg)
+            daemon_main(&cfg, *without_quota)
         }
         Cmd::Restore => {
             need_root("restore")?;
@@ -231,16 +236,24 @@ fn immich_client(cfg: &Config) -> (Option<Client>, Option<String>) {
     }
 }
 
-fn daemon_main(cfg: &Config) -> Result<(), Fail> {
+fn daemon_main(cfg: &Config, without_quota: bool) -> Result<(), Fail> {
     daemon::block_signals();
     let s = sensors(cfg);
-    let systemd = DbusSystemd::system(&cfg.tools.journalctl)?;
+    let dbus;
+    let none = systemd::QuotaDisabled;
+    let systemd: &dyn Systemd = if without_quota {
+        tracing::warn!("--without-quota: the CPU quota is not used (benchmark mode)");
+        &none
+    } else {
+        dbus = DbusSystemd::system(&cfg.tools.journalctl)?;
+        &dbus
+    };
     let (client, missing) = immich_client(cfg);
     let notify = sd_notify::Systemd::from_env();
     let parts = Parts {
         sensors: &s,
         cpufreq: &s,
-        systemd: &systemd,
+        systemd,
         immich: client.as_ref().map(|c| c as &dyn immich::ImmichApi),
         immich_missing: missing,
         notify: &notify,

@@ -82,6 +82,9 @@ pub struct RestoreReport {
     pub tables: usize,
     pub rows: u64,
     pub started: bool,
+    /// The repository's access was written to this drive (it now backs up
+    /// to the same repository, with that repository's password).
+    pub access_written: bool,
     pub plan: Vec<String>,
     pub urls: crate::net::Urls,
 }
@@ -191,6 +194,7 @@ fn steps(
 
     // The repository: the one set up on this drive (a rerun), or the one
     // the owner names now.
+    let mut access_written = false;
     let (profile, cache, tmp) = if p.profile.is_file() {
         env.progress.note(&format!(
             "using the repository set up in {}",
@@ -207,6 +211,7 @@ fn steps(
             (dir.join("rustic.toml"), dir.join("cache"), Some(dir))
         } else {
             write_access(&access, &p.profile, &p.password)?;
+            access_written = true;
             (p.profile.clone(), p.cache.clone(), None)
         }
     };
@@ -244,6 +249,7 @@ fn steps(
         snapshot_time: snap.time.clone(),
         files: summary.total_files_processed,
         bytes: summary.total_bytes_processed,
+        access_written,
         ..Default::default()
     };
 

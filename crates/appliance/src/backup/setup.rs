@@ -242,7 +242,10 @@ pub struct SetupOptions {
 pub struct SetupReport {
     pub repository: String,
     pub created: bool,
+    /// The password, when setup made it up (shown once).
     pub generated_password: Option<Passphrase>,
+    /// The repository uses the backup password of the drive's emergency kit.
+    pub password_from_kit: bool,
     pub option_names: Vec<String>,
     pub snapshots: usize,
 }
@@ -264,14 +267,34 @@ pub fn setup(
             p.profile.display()
         )));
     }
-    // A new repository gets a generated password, unless one is given.
+    // A new repository uses the backup password `init` generated and put in
+    // the emergency kit; a given password wins, and one is generated only
+    // for a drive that has none.
+    let mut from_kit = false;
     let generated = if opts.existing || opts.access.password.is_some() {
         None
+    } else if let Ok(text) = fs::read(&p.password) {
+        let pw = Passphrase::new(
+            String::from_utf8_lossy(&text)
+                .trim_end_matches(['\n', '\r'])
+                .as_bytes()
+                .to_vec(),
+        );
+        from_kit = !pw.is_empty();
+        from_kit.then_some(pw)
     } else {
-        Some(luks::random_secret().map_err(BackupError::io("cannot generate a password"))?)
+        None
+    };
+    let generated = match generated {
+        Some(pw) => Some(pw),
+        None if !opts.existing && opts.access.password.is_none() => {
+            Some(luks::random_secret().map_err(BackupError::io("cannot generate a password"))?)
+        }
+        None => None,
     };
     let show = generated
         .as_ref()
+        .filter(|_| !from_kit)
         .map(|g| Passphrase::new(g.as_bytes().to_vec()));
     let access = gather(&opts.access, ask, generated)?;
 
@@ -315,6 +338,7 @@ pub fn setup(
                 repository: access.repository.clone(),
                 created: !opts.existing,
                 generated_password: show,
+                password_from_kit: from_kit,
                 option_names: access.options.iter().map(|(k, _)| k.clone()).collect(),
                 snapshots,
             })

@@ -224,6 +224,7 @@ pub struct Daemon<'a> {
     started: Instant,
     clock_max_khz: u32,
     sys: Option<sysinfo::System>,
+    last_queues: Option<Vec<QueueView>>,
 }
 
 impl std::fmt::Debug for Daemon<'_> {
@@ -289,6 +290,7 @@ impl<'a> Daemon<'a> {
             started: Instant::now(),
             clock_max_khz: freq.hw_max_khz,
             sys,
+            last_queues: None,
         })
     }
 
@@ -413,7 +415,12 @@ impl<'a> Daemon<'a> {
             user_pause,
         });
         self.apply(&d);
-        self.report(&d, temp.ok(), busy, queues.as_deref());
+        if queues.is_some() {
+            self.last_queues = queues.clone();
+        }
+        // The status shows the queues as last read (every slow-loop tick).
+        let shown = self.last_queues.clone();
+        self.report(&d, temp.ok(), busy, shown.as_deref());
         d
     }
 

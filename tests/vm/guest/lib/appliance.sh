@@ -24,6 +24,8 @@ appliance_config() {
 
 		[immich]
 		ping-timeout-secs = 60
+		# No Tailscale in the test VM (as with remoteAccess.tailscale.enable = false).
+		tailscale = false
 
 		[throttle]
 		sysfs-root = "/run/fake-sys"
