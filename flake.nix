@@ -29,9 +29,30 @@
         pkgs:
         let
           tools = pkgs.callPackage ./crates/package.nix { };
+          system = pkgs.stdenv.hostPlatform.system;
+          # The options of the modules alone, for the reference.
+          bare = lib.nixosSystem {
+            modules = [
+              self.nixosModules.default
+              { nixpkgs.hostPlatform = system; }
+            ];
+          };
         in
         {
           default = tools;
+          # nix build .#options-doc: the options reference as CommonMark (the
+          # same content as docs/options.md, which `cargo xtask options-doc`
+          # writes without nixpkgs).
+          options-doc =
+            (pkgs.nixosOptionsDoc {
+              options = bare.options.services.immich-appliance;
+              transformOptions =
+                opt:
+                opt
+                // {
+                  declarations = map (d: lib.removePrefix "${self}/" (toString d)) opt.declarations;
+                };
+            }).optionsCommonMark;
           immich-server = tools;
           # The same build; `nix run .#immich-throttle` runs the throttler.
           immich-throttle = tools.overrideAttrs (old: {
@@ -98,11 +119,16 @@
           package = self.packages.${system}.default;
           module-tests = moduleTests;
         }
-        // lib.optionalAttrs (system == "x86_64-linux") {
-          vm-system = vm.config.system.build.toplevel;
-          # The real NixOS units, LUKS and PostgreSQL, under the NixOS test driver.
-          lifecycle = pkgs.testers.runNixOSTest (import ./tests/nixos/lifecycle.nix { inherit self; });
-        }
+        // lib.optionalAttrs (system == "x86_64-linux") (
+          {
+            vm-system = vm.config.system.build.toplevel;
+          }
+          # The real NixOS units, LUKS, PostgreSQL, Immich and rustic under
+          # the NixOS test driver: one file per story in tests/nixos.
+          // lib.genAttrs [ "lifecycle" "unplug" "backup-restore" ] (
+            name: pkgs.testers.runNixOSTest (import ./tests/nixos/${name}.nix { inherit self; })
+          )
+        )
         // lib.optionalAttrs (system == "aarch64-linux") {
           rpi4-system = self.nixosConfigurations.rpi4.config.system.build.toplevel;
         }

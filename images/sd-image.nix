@@ -1,19 +1,16 @@
-# The SD card image for the Pi 4: a FAT partition with the GPU firmware,
-# U-Boot and config.txt (written by nixos-hardware), and the NixOS root
-# partition, which grows to fill the card on the first boot.
+# The SD card image for the Pi 4, from nixpkgs' sd-image-aarch64.nix: a FAT
+# partition with the GPU firmware, U-Boot and config.txt (nixos-hardware
+# writes these, replacing nixpkgs' own config.txt), and the NixOS root
+# partition, zstd-compressed, which grows to fill the card on first boot.
 { modulesPath, config, ... }:
 
 {
-  imports = [ "${modulesPath}/installer/sd-card/sd-image.nix" ];
+  imports = [ "${modulesPath}/installer/sd-card/sd-image-aarch64.nix" ];
 
   image.baseName = "immich-appliance-${config.system.nixos.label}-${config.nixpkgs.hostPlatform.system}";
 
   sdImage = {
     compressImage = true;
     expandOnBoot = true;
-    populateRootCommands = ''
-      mkdir -p ./files/boot
-      ${config.boot.loader.generic-extlinux-compatible.populateCmd} -c ${config.system.build.toplevel} -d ./files/boot
-    '';
   };
 }

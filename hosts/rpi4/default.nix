@@ -25,6 +25,10 @@
   # vendor kernel.
   hardware.raspberry-pi.firmware.uboot.enable = true;
   boot.loader.generic-extlinux-compatible.useGenerationDeviceTree = true;
+  # Keep the firmware's over-temperature and under-voltage warnings: the
+  # throttler keeps the SoC below them, so one showing means something is
+  # wrong (nixpkgs' own SD image hides them with avoid_warnings=1).
+  hardware.raspberry-pi.configtxt.settings.all.avoid_warnings = 0;
 
   networking.hostName = "immich";
 

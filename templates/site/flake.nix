@@ -24,13 +24,20 @@
           "${immich-appliance}/hosts/rpi4"
           "${immich-appliance}/images/sd-image.nix"
           {
+            # EDIT: the name on your network (immich.local).
+            networking.hostName = "immich";
             services.immich-appliance = {
               # EDIT: your SSH public key(s).
               access.authorizedKeys = [ "ssh-ed25519 AAAA... you@laptop" ];
               # EDIT: 2, 4 or 8 (GB of RAM on your Pi).
               boardMemoryGiB = 4;
-              # Optional: a monitor that tells you when backups stop.
+              # Machine learning (smart search, faces): "off" by default on a
+              # 4 GB board, "local" on 8 GB, or "remote" with remoteUrls.
+              # machineLearning.mode = "off";
+              # Backups: a monitor that tells you when they stop, and whether
+              # to leave out what Immich can regenerate.
               # backup.pingUrl = "https://hc-ping.com/your-uuid";
+              # backup.essentialOnly = false;
             };
             # EDIT: your time zone, for backup times and quiet hours.
             time.timeZone = "Europe/Berlin";

@@ -468,6 +468,7 @@ lib.runTests {
       kernel = e.rpi4.boot.kernelPackages.kernel.version;
       fdtdir = e.rpi4.boot.loader.generic-extlinux-compatible.useGenerationDeviceTree;
       uboot = e.rpi4.hardware.raspberry-pi.firmware.uboot.enable;
+      warningsShown = e.rpi4.hardware.raspberry-pi.configtxt.settings.all.avoid_warnings;
       keysFromCard = e.rpi4.services.immich-appliance.access.importKeysFromBootPartition;
       ml = e.rpi4.services.immich.machine-learning.enable;
       image = e.rpi4.image.baseName;
@@ -478,6 +479,7 @@ lib.runTests {
       kernel = e.pkgs.linuxPackages.kernel.version;
       fdtdir = true;
       uboot = true;
+      warningsShown = 0;
       keysFromCard = true;
       ml = false;
       image = "immich-appliance-26.05.test-aarch64-linux";

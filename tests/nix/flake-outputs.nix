@@ -33,6 +33,13 @@ let
       callPackage = path: _args: withOverride (e.pkgs.fakePackage "immich-appliance" // { inherit system; });
       mkShell = args: e.pkgs.fakePackage "shell" // { inherit args; };
       testers.runNixOSTest = test: e.pkgs.fakePackage "nixos-test" // { inherit test; };
+      nixosOptionsDoc =
+        { options, ... }:
+        {
+          optionsCommonMark = e.pkgs.fakePackage "options.md" // {
+            names = lib.attrNames options;
+          };
+        };
     }
     // lib.genAttrs [
       "nixfmt"
@@ -123,6 +130,7 @@ lib.runTests {
     expr = {
       x86 = lib.attrNames self.packages.x86_64-linux;
       arm = lib.attrNames self.packages.aarch64-linux;
+      docOf = lib.elem "throttle" self.packages.x86_64-linux.options-doc.names;
       mainPrograms = map (p: p.meta.mainProgram) [
         self.packages.x86_64-linux.immich-server
         self.packages.x86_64-linux.immich-throttle
@@ -133,17 +141,20 @@ lib.runTests {
         "default"
         "immich-server"
         "immich-throttle"
+        "options-doc"
       ];
       arm = [
         "default"
         "immich-server"
         "immich-throttle"
+        "options-doc"
         "sd-image"
       ];
       mainPrograms = [
         "immich-appliance"
         "immich-throttle"
       ];
+      docOf = true;
     };
   };
   testOutputsExist = {
@@ -163,9 +174,11 @@ lib.runTests {
       ];
       app = "app";
       checksX86 = [
+        "backup-restore"
         "lifecycle"
         "module-tests"
         "package"
+        "unplug"
         "vm-system"
       ];
       checksArm = [
@@ -200,26 +213,53 @@ lib.runTests {
     expr = failed self.nixosConfigurations.vm.config;
     expected = [ ];
   };
-  testTheNixosTestMachineEvaluates = {
-    expr =
+  # Each NixOS test's machine evaluates with the appliance's module (its
+  # test script needs the NixOS test driver: nix flake check runs it).
+  testTheNixosTestMachinesEvaluate = {
+    expr = map (
+      name:
       let
-        test = self.checks.x86_64-linux.lifecycle.test;
-        c = (e.evalWithStubs [
-          ./stubs/modulesPath/virtualisation/qemu-vm.nix
-          test.nodes.machine
-        ]).config;
+        test = self.checks.x86_64-linux.${name}.test;
+        c =
+          (e.evalWithStubs [
+            ./stubs/modulesPath/virtualisation/qemu-vm.nix
+            test.nodes.machine
+          ]).config;
       in
       {
         inherit (test) name;
         failed = failed c;
-        disks = c.virtualisation.emptyDiskImages;
+        disks = lib.length c.virtualisation.emptyDiskImages;
         throttle = c.services.immich-appliance.throttle.enable;
-      };
-    expected = {
-      name = "immich-appliance-lifecycle";
-      failed = [ ];
-      disks = [ 4096 ];
-      throttle = false;
-    };
+        script = lib.hasInfix "immich-server" test.testScript;
+      }
+    ) [
+      "lifecycle"
+      "unplug"
+      "backup-restore"
+    ];
+    expected = [
+      {
+        name = "immich-appliance-lifecycle";
+        failed = [ ];
+        disks = 1;
+        throttle = false;
+        script = true;
+      }
+      {
+        name = "immich-appliance-unplug";
+        failed = [ ];
+        disks = 1;
+        throttle = false;
+        script = true;
+      }
+      {
+        name = "immich-appliance-backup-restore";
+        failed = [ ];
+        disks = 2;
+        throttle = false;
+        script = true;
+      }
+    ];
   };
 }

@@ -308,7 +308,8 @@ fn render_options_doc(export: &Value) -> Result<String> {
         "# Options reference\n\n\
          Every option of `services.immich-appliance`, generated from the NixOS modules\n\
          (`cargo xtask options-doc`; `cargo xtask ci` fails when this file is stale).\n\
-         Set them in your own flake (see [customise.md](customise.md)).\n",
+         With Nix, `nix build .#options-doc` renders the same options with NixOS's own\n\
+         `nixosOptionsDoc`. Set them in your own flake (see [customise.md](customise.md)).\n",
     );
     for o in opts {
         let name = o["name"].as_str().unwrap_or("?");

@@ -188,12 +188,23 @@ fn a_crash_is_undone_when_the_next_run_starts_or_by_restore() {
     // A crash: no shutdown; the state file says what to undo.
     drop(d);
     assert_eq!(s.freq().unwrap().scaling_max_khz, 600_000);
+    assert_eq!(
+        *quota.0.borrow(),
+        Some(400_000),
+        "the crashed run left a quota"
+    );
     let saved = daemon::load_saved(&cfg.throttle.state_file);
     assert_eq!(saved.original_max_khz, Some(1_500_000));
+    assert_eq!(
+        saved.original_quota,
+        Some(daemon::FoundQuota::Unlimited),
+        "\"no quota\" survives the trip through the state file"
+    );
     // What ExecStopPost runs:
     let left = daemon::restore(&cfg, &parts(), &saved);
     assert_eq!(left, daemon::Saved::default());
     assert_eq!(s.freq().unwrap().scaling_max_khz, 1_500_000);
+    assert_eq!(*quota.0.borrow(), None, "the quota is removed again");
     assert_eq!(fake.snapshot()["paused"], serde_json::json!([]));
     // And a restart reconciles too.
     let mut d = Daemon::start(&cfg, parts()).unwrap();

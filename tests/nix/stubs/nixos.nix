@@ -166,8 +166,9 @@ in
     zramSwap.enable = opt t.bool false;
     zramSwap.memoryPercent = opt t.ints.positive 50;
 
-    # nixos-hardware raspberry-pi/common/firmware.nix
+    # nixos-hardware raspberry-pi/common/firmware.nix, config-txt.nix
     hardware.raspberry-pi.firmware.uboot.enable = opt t.bool false;
+    hardware.raspberry-pi.configtxt.settings = opt (t.attrsOf (t.attrsOf t.anything)) { };
 
     # nixos/modules/tasks/network-interfaces.nix, services/networking/firewall.nix
     networking.hostName = opt t.str "nixos";

@@ -37,7 +37,7 @@ key_onto_the_drive() {
 		wait_for 60 sh -c "[ \"\$($BIN/immich-throttle status --json | jq -r .immich)\" = ok ]"
 }
 check "with the API key on the drive, the throttler talks to Immich" key_onto_the_drive
-check "the user pauses smartSearch by hand" api -X PUT -d '{"isPaused": true}' http://127.0.0.1:2283/api/queues/smartSearch
+check "the user pauses smartSearch by hand" api -o /dev/null -X PUT -d '{"isPaused": true}' http://127.0.0.1:2283/api/queues/smartSearch
 
 hot() {
 	temp 79500

@@ -216,6 +216,10 @@ pub struct Ours {
     pub steps: Vec<QueueAction>,
     /// Concurrency values found before lowering them.
     pub original_concurrency: BTreeMap<String, u64>,
+    /// Where the pauses of an emergency, the user's switch or quiet hours
+    /// begin in `steps`: those end all at once, not one by one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blanket_from: Option<usize>,
 }
 
 impl Ours {
@@ -504,6 +508,15 @@ impl Controller {
         }
         if let Some(q) = o.queues {
             self.reconcile(q);
+            // The emergency, the switch or the quiet hours are over: resume
+            // everything they paused at once. The fast loop, starting low,
+            // holds the heat; the slow loop's own steps unwind as before.
+            if let Some(from) = self.ours.blanket_from.take() {
+                let from = from.min(self.ours.steps.len());
+                let ended: Vec<QueueAction> = self.ours.steps.drain(from..).collect();
+                actions.extend(ended.iter().rev().map(|a| self.ours.inverse(a)));
+                self.last_step_at = o.now;
+            }
             let hot = filtered > self.p.setpoint + 0.3;
             let cool = filtered < self.p.setpoint - 0.5;
             let dwell = |since: Option<f64>, d: f64| since.is_some_and(|s| o.now - s >= d);
@@ -606,11 +619,20 @@ impl Controller {
     /// Forgets our pauses that someone else undid, and queues that vanished.
     fn reconcile(&mut self, queues: &[QueueView]) {
         let before = self.ours.steps.len();
-        self.ours.steps.retain(|s| match s {
+        let keep = |s: &QueueAction| match s {
             QueueAction::Pause { queue } => queues.iter().any(|q| &q.name == queue && q.paused),
             QueueAction::SetConcurrency { queue, .. } => queues.iter().any(|q| &q.name == queue),
             QueueAction::Resume { .. } => false,
-        });
+        };
+        // The blanket's start moves down by the steps dropped before it.
+        if let Some(from) = self.ours.blanket_from {
+            let dropped = self.ours.steps[..from.min(before)]
+                .iter()
+                .filter(|s| !keep(s))
+                .count();
+            self.ours.blanket_from = Some(from - dropped);
+        }
+        self.ours.steps.retain(keep);
         if self.ours.steps.len() != before {
             tracing::info!(
                 "a queue the throttler had paused was resumed by someone else; leaving it to them"
@@ -620,6 +642,9 @@ impl Controller {
 
     fn pause_all(&mut self, queues: &[QueueView]) -> Vec<QueueAction> {
         self.reconcile(queues);
+        if self.ours.blanket_from.is_none() {
+            self.ours.blanket_from = Some(self.ours.steps.len());
+        }
         let mut out = vec![];
         for q in self.heavy(queues) {
             if !q.paused && !self.ours.paused().contains(&q.name) {
@@ -848,6 +873,55 @@ mod tests {
             c.step(&o);
         }
         assert_ne!(c.step(&o).mode, Mode::Emergency, "released below 70 °C");
+    }
+
+    #[test]
+    fn what_an_emergency_paused_is_resumed_at_once_after_it() {
+        let mut c = Controller::new(params());
+        let mut q = queues();
+        // A slow-loop step from before the emergency: stays, to unwind later.
+        c = c.with_ours(Ours {
+            steps: vec![QueueAction::Pause {
+                queue: "videoConversion".into(),
+            }],
+            ..Default::default()
+        });
+        q[0].paused = true;
+        let mut o = obs(0.0, 79.5);
+        o.queues = Some(&q);
+        let d = c.step(&o);
+        assert_eq!(d.mode, Mode::Emergency);
+        for a in &d.actions {
+            if let QueueAction::Pause { queue } = a {
+                q.iter_mut().find(|x| &x.name == queue).unwrap().paused = true;
+            }
+        }
+        let mut resumed = vec![];
+        let mut t = 0.0;
+        for _ in 0..60 {
+            t += 2.0;
+            let mut o = obs(t, 60.0);
+            o.queues = Some(&q);
+            let d = c.step(&o);
+            resumed.extend(d.actions.iter().map(describe));
+            if !resumed.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(
+            resumed,
+            [
+                "resumed newQueueFromV4",
+                "resumed thumbnailGeneration",
+                "resumed smartSearch"
+            ],
+            "all in one tick, once released"
+        );
+        assert_eq!(
+            c.ours().paused().into_iter().collect::<Vec<_>>(),
+            ["videoConversion"],
+            "the step from before the emergency unwinds on its own cadence"
+        );
     }
 
     #[test]

@@ -23,9 +23,29 @@ use crate::systemd::Systemd;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Saved {
     pub original_max_khz: Option<u32>,
-    /// `None` inside means the unit had no quota.
-    pub original_quota_usec: Option<Option<u64>>,
+    pub original_quota: Option<FoundQuota>,
     pub ours: Ours,
+}
+
+/// The CPU quota the daemon found on the slice. (An `Option<Option<u64>>`
+/// would lose "no limit" in JSON: `Some(None)` reads back as `None`.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FoundQuota {
+    Unlimited,
+    UsecPerSec(u64),
+}
+
+impl FoundQuota {
+    pub fn new(usec: Option<u64>) -> FoundQuota {
+        usec.map_or(FoundQuota::Unlimited, FoundQuota::UsecPerSec)
+    }
+    pub fn usec(self) -> Option<u64> {
+        match self {
+            FoundQuota::Unlimited => None,
+            FoundQuota::UsecPerSec(u) => Some(u),
+        }
+    }
 }
 
 pub fn load_saved(path: &Path) -> Saved {
@@ -142,12 +162,15 @@ pub fn restore(cfg: &Config, parts: &Parts, saved: &Saved) -> Saved {
             }
         }
     }
-    if let Some(q) = saved.original_quota_usec {
-        match parts.systemd.set_cpu_quota(&cfg.units.immich_slice, q) {
+    if let Some(q) = saved.original_quota {
+        match parts
+            .systemd
+            .set_cpu_quota(&cfg.units.immich_slice, q.usec())
+        {
             Ok(()) => tracing::info!(unit = %cfg.units.immich_slice, "restored the CPU quota"),
             Err(e) => {
                 tracing::error!(error = %e, "cannot restore the CPU quota");
-                left.original_quota_usec = Some(q);
+                left.original_quota = Some(q);
             }
         }
     }
@@ -161,7 +184,7 @@ pub fn restore(cfg: &Config, parts: &Parts, saved: &Saved) -> Saved {
                         tracing::error!(error = %e, action = %controller::describe(a), "cannot undo a queue change");
                         failed = true;
                     } else {
-                        tracing::info!(action = %controller::describe(a), "undone");
+                        tracing::info!(action = %controller::describe(a), "undone: {}", controller::describe(a));
                     }
                 }
                 if failed {
@@ -257,7 +280,7 @@ impl<'a> Daemon<'a> {
         let leftover = load_saved(&t.state_file);
         let saved = Saved {
             original_max_khz: Some(freq.scaling_max_khz),
-            original_quota_usec: Some(original_quota),
+            original_quota: Some(FoundQuota::new(original_quota)),
             ours: leftover.ours,
         };
         store_saved(&t.state_file, &saved);
@@ -457,10 +480,10 @@ impl<'a> Daemon<'a> {
             };
             match r {
                 Ok(()) => {
-                    tracing::info!(action = %controller::describe(a), temp_c = ?d.filtered_c, "queue change")
+                    tracing::info!(action = %controller::describe(a), temp_c = ?d.filtered_c, "{}", controller::describe(a))
                 }
                 Err(e) => {
-                    tracing::warn!(action = %controller::describe(a), error = %e, "queue change failed");
+                    tracing::warn!(action = %controller::describe(a), error = %e, "cannot apply `{}`", controller::describe(a));
                     self.controller.action_failed(a);
                 }
             }

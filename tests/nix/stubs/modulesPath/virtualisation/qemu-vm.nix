@@ -10,6 +10,11 @@ in
     memorySize = opt t.ints.positive 1024;
     cores = opt t.ints.positive 1;
     graphics = opt t.bool true;
+    qemu.diskInterface = opt (t.enum [
+      "virtio"
+      "scsi"
+      "ide"
+    ]) "virtio";
     # Sizes in MiB (nixpkgs also accepts submodules with drive options).
     emptyDiskImages = opt (t.listOf t.ints.positive) [ ];
     forwardPorts = opt (t.listOf (t.submodule {

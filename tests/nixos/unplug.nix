@@ -1,0 +1,63 @@
+# The drive is pulled out while Immich runs (the kernel removes the SCSI
+# disk, as it does for a USB drive): the stack stops on its own because it
+# is bound to the mount, nothing is written under the mount point, status
+# says what happened, and --stop cleans up. Run with:
+#   nix build .#checks.x86_64-linux.unplug
+{ self }:
+
+{
+  name = "immich-appliance-unplug";
+
+  nodes.machine = {
+    imports = [ self.nixosModules.default ];
+
+    virtualisation = {
+      memorySize = 4096;
+      cores = 2;
+      emptyDiskImages = [ 4096 ];
+      # SCSI disks can be removed from inside the guest, like an unplug.
+      qemu.diskInterface = "scsi";
+    };
+
+    services.immich-appliance = {
+      enable = true;
+      access.authorizedKeys = [
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB3ZXN0a2V5d2VzdGtleXdlc3RrZXl3ZXN0a2V5 test@driver"
+      ];
+      throttle.enable = false;
+      remoteAccess.tailscale.enable = false;
+      backup.enable = false;
+    };
+    system.stateVersion = "26.05";
+  };
+
+  testScript = ''
+    stack = ["postgresql.service", "redis-immich.service", "immich-server.service"]
+    machine.wait_for_unit("multi-user.target")
+    # The blank 4 GiB disk, whatever the kernel named it.
+    drive = machine.succeed("lsblk -dnbo NAME,SIZE | awk '$2 == 4294967296 { print $1 }'").strip()
+    assert drive, "the blank disk is missing"
+
+    machine.succeed("printf %s 'correct horse battery staple' > /run/pass")
+    machine.succeed(f"immich-server init --immich-drive /dev/{drive} --yes --force --passphrase-file /run/pass")
+    machine.succeed("immich-server --start --passphrase-file /run/pass")
+    machine.wait_until_succeeds("curl -sf http://127.0.0.1:2283/api/server/ping")
+
+    with subtest("the drive goes away: the stack stops and the mount is gone"):
+        machine.succeed(f"echo 1 > /sys/block/{drive}/device/delete")
+        for unit in stack:
+            machine.wait_until_fails(f"systemctl is-active --quiet {unit}", timeout=120)
+        machine.wait_until_fails("findmnt /srv/immich")
+
+    with subtest("nothing is written under the mount point on the SD card"):
+        machine.succeed("test -z \"$(ls -A /srv/immich)\"")
+        machine.fail("touch /srv/immich/probe")
+        machine.succeed("lsattr -d /srv/immich | cut -d' ' -f1 | grep -q i")
+
+    with subtest("status says the drive was unplugged; stop cleans up"):
+        machine.succeed("immich-server --status --json | jq -e '.state == \"unplugged\"'")
+        machine.succeed("immich-server --stop")
+        machine.fail("test -e /dev/mapper/immich-data")
+        machine.succeed("immich-server --status --json | jq -e '.state == \"stopped\"'")
+  '';
+}
