@@ -28,6 +28,14 @@ let
     ;
   b = cfg.backup;
   exe = "${cfg.package}/bin/immich-server";
+  keepOption =
+    period: example:
+    mkOption {
+      type = types.ints.unsigned;
+      default = defaults.backup."keep-${period}";
+      inherit example;
+      description = "How many ${period} snapshots rustic keeps (`forget --keep-${period}`).";
+    };
   # Backups and drills are guests: lowest CPU and IO priority.
   lowPriority = {
     Type = "oneshot";
@@ -78,24 +86,9 @@ in
     };
 
     keep = {
-      daily = mkOption {
-        type = types.ints.unsigned;
-        default = defaults.backup.keep-daily;
-        example = 14;
-        description = "Daily snapshots kept.";
-      };
-      weekly = mkOption {
-        type = types.ints.unsigned;
-        default = defaults.backup.keep-weekly;
-        example = 8;
-        description = "Weekly snapshots kept.";
-      };
-      monthly = mkOption {
-        type = types.ints.unsigned;
-        default = defaults.backup.keep-monthly;
-        example = 24;
-        description = "Monthly snapshots kept.";
-      };
+      daily = keepOption "daily" 14;
+      weekly = keepOption "weekly" 8;
+      monthly = keepOption "monthly" 24;
     };
 
     checkEveryDays = mkOption {

@@ -8,28 +8,17 @@
 {
   name = "immich-appliance-backup-restore";
 
+  # The first drive, and the new one it is restored onto.
   nodes.machine = {
-    imports = [ self.nixosModules.default ];
-
-    virtualisation = {
-      memorySize = 4096;
-      cores = 2;
-      # The first drive, and the new one it is restored onto.
-      emptyDiskImages = [
-        4096
-        4096
-      ];
-    };
-
-    services.immich-appliance = {
-      enable = true;
-      access.authorizedKeys = [
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB3ZXN0a2V5d2VzdGtleXdlc3RrZXl3ZXN0a2V5 test@driver"
-      ];
-      throttle.enable = false;
-      remoteAccess.tailscale.enable = false;
-    };
-    system.stateVersion = "26.05";
+    imports = [
+      (import ./machine.nix {
+        inherit self;
+        disks = [
+          4096
+          4096
+        ];
+      })
+    ];
   };
 
   testScript = ''

@@ -8,25 +8,13 @@
   name = "immich-appliance-lifecycle";
 
   nodes.machine = {
-    imports = [ self.nixosModules.default ];
-
-    virtualisation = {
-      memorySize = 4096;
-      cores = 2;
-      emptyDiskImages = [ 4096 ];
-    };
-
-    services.immich-appliance = {
-      enable = true;
-      access.authorizedKeys = [
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB3ZXN0a2V5d2VzdGtleXdlc3RrZXl3ZXN0a2V5 test@driver"
-      ];
-      # No Pi sensors, no tailnet and no repository in the test VM.
-      throttle.enable = false;
-      remoteAccess.tailscale.enable = false;
-      backup.enable = false;
-    };
-    system.stateVersion = "26.05";
+    imports = [
+      (import ./machine.nix {
+        inherit self;
+        disks = [ 4096 ];
+      })
+    ];
+    services.immich-appliance.backup.enable = false;
   };
 
   testScript = ''

@@ -9,26 +9,15 @@
   name = "immich-appliance-unplug";
 
   nodes.machine = {
-    imports = [ self.nixosModules.default ];
-
-    virtualisation = {
-      memorySize = 4096;
-      cores = 2;
-      emptyDiskImages = [ 4096 ];
-      # SCSI disks can be removed from inside the guest, like an unplug.
-      qemu.diskInterface = "scsi";
-    };
-
-    services.immich-appliance = {
-      enable = true;
-      access.authorizedKeys = [
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB3ZXN0a2V5d2VzdGtleXdlc3RrZXl3ZXN0a2V5 test@driver"
-      ];
-      throttle.enable = false;
-      remoteAccess.tailscale.enable = false;
-      backup.enable = false;
-    };
-    system.stateVersion = "26.05";
+    imports = [
+      (import ./machine.nix {
+        inherit self;
+        disks = [ 4096 ];
+      })
+    ];
+    # SCSI disks can be removed from inside the guest, like an unplug.
+    virtualisation.qemu.diskInterface = "scsi";
+    services.immich-appliance.backup.enable = false;
   };
 
   testScript = ''

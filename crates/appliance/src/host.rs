@@ -24,29 +24,20 @@ impl RunLock {
     /// Takes the lock, waiting for another run if needed; `on_wait` is told
     /// which process holds it before the wait starts.
     pub fn acquire(path: &Path, on_wait: impl FnOnce(Option<u32>)) -> std::io::Result<RunLock> {
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir)?;
-        }
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)?;
-        let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        let lock = match Flock::lock(open_lock(path)?, FlockArg::LockExclusiveNonblock) {
             Ok(l) => l,
             Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
-                let holder = fs::read_to_string(path)
-                    .ok()
-                    .and_then(|s| s.trim().parse().ok());
-                on_wait(holder);
+                on_wait(holder(path));
                 Flock::lock(file, FlockArg::LockExclusive)
                     .map_err(|(_, e)| std::io::Error::from(e))?
             }
             Err((_, e)) => return Err(e.into()),
         };
-        // Record our pid for the next waiter's message.
+        RunLock::held(lock)
+    }
+
+    /// Records our pid for the next waiter's message.
+    fn held(lock: Flock<fs::File>) -> std::io::Result<RunLock> {
         let f: &fs::File = &lock;
         f.set_len(0)?;
         (&*f).write_all(format!("{}\n", std::process::id()).as_bytes())?;
@@ -54,30 +45,33 @@ impl RunLock {
     }
 }
 
+fn open_lock(path: &Path) -> std::io::Result<fs::File> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+}
+
+/// The pid the lock's holder recorded, if any.
+fn holder(path: &Path) -> Option<u32> {
+    fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
 impl RunLock {
     /// Takes the lock if it is free; otherwise returns the holder's pid (if
     /// it recorded one) without waiting.
     pub fn try_acquire(path: &Path) -> std::io::Result<Result<RunLock, Option<u32>>> {
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir)?;
-        }
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)?;
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => {
-                let f: &fs::File = &lock;
-                f.set_len(0)?;
-                (&*f).write_all(format!("{}\n", std::process::id()).as_bytes())?;
-                Ok(Ok(RunLock { _lock: lock }))
-            }
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(Err(fs::read_to_string(path)
-                .ok()
-                .and_then(|s| s.trim().parse().ok()))),
+        match Flock::lock(open_lock(path)?, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => RunLock::held(lock).map(Ok),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(Err(holder(path))),
             Err((_, e)) => Err(e.into()),
         }
     }

@@ -93,32 +93,68 @@ fn ticks(d: &mut Daemon, n: usize) {
     }
 }
 
+/// The daemon's seams for one test: the sysfs tree, the quota in memory,
+/// the fake Immich (or none, with the reason) and the notifications.
+struct Rig {
+    s: Sysfs,
+    quota: Quota,
+    client: Option<Client>,
+    missing: Option<String>,
+    notes: Notes,
+}
+
+impl Rig {
+    fn new(cfg: &Config, fake: Result<&Fake, &str>) -> Rig {
+        let (client, missing) = match fake {
+            Ok(f) => (
+                Some(Client::new(
+                    &f.url(),
+                    Some("k".into()),
+                    Duration::from_secs(5),
+                )),
+                None,
+            ),
+            Err(why) => (None, Some(why.to_owned())),
+        };
+        Rig {
+            s: Sysfs::new(&cfg.throttle.sysfs_root, "thermal_zone0", "policy0"),
+            quota: Quota::default(),
+            client,
+            missing,
+            notes: Notes::default(),
+        }
+    }
+
+    fn parts(&self) -> Parts<'_> {
+        Parts {
+            sensors: &self.s,
+            cpufreq: &self.s,
+            systemd: &self.quota,
+            immich: self.client.as_ref().map(|c| c as &dyn ImmichApi),
+            immich_missing: self.missing.clone(),
+            notify: &self.notes,
+        }
+    }
+}
+
+fn status(cfg: &Config) -> daemon::Status {
+    serde_json::from_str(&std::fs::read_to_string(&cfg.throttle.status_file).unwrap()).unwrap()
+}
+
 #[test]
 fn emergency_pauses_heavy_queues_and_a_clean_stop_restores_everything() {
     let (dir, cfg, fake) = setup(true);
-    let s = Sysfs::new(&cfg.throttle.sysfs_root, "thermal_zone0", "policy0");
-    let quota = Quota::default();
-    let client = Client::new(&fake.url(), Some("k".into()), Duration::from_secs(5));
+    let rig = Rig::new(&cfg, Ok(&fake));
     fake.set_paused("library", true); // a user's own pause, to be left alone
-    let notes = Notes::default();
-    let parts = Parts {
-        sensors: &s,
-        cpufreq: &s,
-        systemd: &quota,
-        immich: Some(&client as &dyn ImmichApi),
-        immich_missing: None,
-        notify: &notes,
-    };
-    let mut d = Daemon::start(&cfg, parts).unwrap();
+    let mut d = Daemon::start(&cfg, rig.parts()).unwrap();
     ticks(&mut d, 3);
     set_temp(dir.path(), 79_300);
     ticks(&mut d, 3);
-    let status: daemon::Status =
-        serde_json::from_str(&std::fs::read_to_string(&cfg.throttle.status_file).unwrap()).unwrap();
+    let status = status(&cfg);
     assert_eq!(status.mode, "emergency", "{status:?}");
     assert_eq!(status.clock_limit_mhz, 600);
     assert_eq!(status.quota_percent, Some(40));
-    assert_eq!(*quota.0.borrow(), Some(400_000), "40 % of one core");
+    assert_eq!(*rig.quota.0.borrow(), Some(400_000), "40 % of one core");
     let paused = fake.snapshot()["paused"].clone();
     for q in [
         "videoConversion",
@@ -147,17 +183,23 @@ fn emergency_pauses_heavy_queues_and_a_clean_stop_restores_everything() {
         saved.ours.paused().contains("videoConversion"),
         "the pauses are persisted"
     );
-    assert!(notes.0.borrow().iter().any(|n| n.starts_with("WATCHDOG=1")));
+    assert!(
+        rig.notes
+            .0
+            .borrow()
+            .iter()
+            .any(|n| n.starts_with("WATCHDOG=1"))
+    );
     let prom = std::fs::read_to_string(dir.path().join("throttle.prom")).unwrap();
     assert!(prom.contains("immich_throttle_emergency 1"), "{prom}");
 
     d.shutdown();
     assert_eq!(
-        s.freq().unwrap().scaling_max_khz,
+        rig.s.freq().unwrap().scaling_max_khz,
         1_500_000,
         "the clock is restored"
     );
-    assert_eq!(*quota.0.borrow(), None, "the quota is removed");
+    assert_eq!(*rig.quota.0.borrow(), None, "the quota is removed");
     assert_eq!(
         fake.snapshot()["paused"],
         serde_json::json!(["library"]),
@@ -169,27 +211,16 @@ fn emergency_pauses_heavy_queues_and_a_clean_stop_restores_everything() {
 #[test]
 fn a_crash_is_undone_when_the_next_run_starts_or_by_restore() {
     let (dir, cfg, fake) = setup(true);
-    let s = Sysfs::new(&cfg.throttle.sysfs_root, "thermal_zone0", "policy0");
-    let quota = Quota::default();
-    let client = Client::new(&fake.url(), Some("k".into()), Duration::from_secs(5));
-    let notes = Notes::default();
-    let parts = || Parts {
-        sensors: &s,
-        cpufreq: &s,
-        systemd: &quota,
-        immich: Some(&client as &dyn ImmichApi),
-        immich_missing: None,
-        notify: &notes,
-    };
+    let rig = Rig::new(&cfg, Ok(&fake));
     set_temp(dir.path(), 79_500);
-    let mut d = Daemon::start(&cfg, parts()).unwrap();
+    let mut d = Daemon::start(&cfg, rig.parts()).unwrap();
     ticks(&mut d, 3);
     assert!(!fake.snapshot()["paused"].as_array().unwrap().is_empty());
     // A crash: no shutdown; the state file says what to undo.
     drop(d);
-    assert_eq!(s.freq().unwrap().scaling_max_khz, 600_000);
+    assert_eq!(rig.s.freq().unwrap().scaling_max_khz, 600_000);
     assert_eq!(
-        *quota.0.borrow(),
+        *rig.quota.0.borrow(),
         Some(400_000),
         "the crashed run left a quota"
     );
@@ -201,16 +232,16 @@ fn a_crash_is_undone_when_the_next_run_starts_or_by_restore() {
         "\"no quota\" survives the trip through the state file"
     );
     // What ExecStopPost runs:
-    let left = daemon::restore(&cfg, &parts(), &saved);
+    let left = daemon::restore(&cfg, &rig.parts(), &saved);
     assert_eq!(left, daemon::Saved::default());
-    assert_eq!(s.freq().unwrap().scaling_max_khz, 1_500_000);
-    assert_eq!(*quota.0.borrow(), None, "the quota is removed again");
+    assert_eq!(rig.s.freq().unwrap().scaling_max_khz, 1_500_000);
+    assert_eq!(*rig.quota.0.borrow(), None, "the quota is removed again");
     assert_eq!(fake.snapshot()["paused"], serde_json::json!([]));
     // And a restart reconciles too.
-    let mut d = Daemon::start(&cfg, parts()).unwrap();
+    let mut d = Daemon::start(&cfg, rig.parts()).unwrap();
     ticks(&mut d, 3);
     drop(d);
-    let _ = Daemon::start(&cfg, parts()).unwrap();
+    let _ = Daemon::start(&cfg, rig.parts()).unwrap();
     assert_eq!(
         fake.snapshot()["paused"],
         serde_json::json!([]),
@@ -221,22 +252,11 @@ fn a_crash_is_undone_when_the_next_run_starts_or_by_restore() {
 #[test]
 fn without_an_api_key_it_still_controls_the_clock() {
     let (dir, cfg, _fake) = setup(false);
-    let s = Sysfs::new(&cfg.throttle.sysfs_root, "thermal_zone0", "policy0");
-    let quota = Quota::default();
-    let notes = Notes::default();
-    let parts = Parts {
-        sensors: &s,
-        cpufreq: &s,
-        systemd: &quota,
-        immich: None,
-        immich_missing: Some("no Immich API key".into()),
-        notify: &notes,
-    };
-    let mut d = Daemon::start(&cfg, parts).unwrap();
+    let rig = Rig::new(&cfg, Err("no Immich API key"));
+    let mut d = Daemon::start(&cfg, rig.parts()).unwrap();
     set_temp(dir.path(), 79_500);
     ticks(&mut d, 2);
-    let status: daemon::Status =
-        serde_json::from_str(&std::fs::read_to_string(&cfg.throttle.status_file).unwrap()).unwrap();
+    let status = status(&cfg);
     assert_eq!(status.clock_limit_mhz, 600);
     assert_eq!(status.immich, "no Immich API key");
     d.shutdown();
@@ -245,22 +265,11 @@ fn without_an_api_key_it_still_controls_the_clock() {
 #[test]
 fn a_missing_sensor_fails_safe() {
     let (dir, cfg, _fake) = setup(false);
-    let s = Sysfs::new(&cfg.throttle.sysfs_root, "thermal_zone0", "policy0");
-    let quota = Quota::default();
-    let notes = Notes::default();
-    let parts = Parts {
-        sensors: &s,
-        cpufreq: &s,
-        systemd: &quota,
-        immich: None,
-        immich_missing: Some("no key".into()),
-        notify: &notes,
-    };
-    let mut d = Daemon::start(&cfg, parts).unwrap();
+    let rig = Rig::new(&cfg, Err("no key"));
+    let mut d = Daemon::start(&cfg, rig.parts()).unwrap();
     std::fs::remove_file(dir.path().join("sys/class/thermal/thermal_zone0/temp")).unwrap();
     ticks(&mut d, 2);
-    let status: daemon::Status =
-        serde_json::from_str(&std::fs::read_to_string(&cfg.throttle.status_file).unwrap()).unwrap();
+    let status = status(&cfg);
     assert_eq!(status.mode, "sensor-failure");
     assert_eq!(status.clock_limit_mhz, 600);
     d.shutdown();
@@ -269,23 +278,11 @@ fn a_missing_sensor_fails_safe() {
 #[test]
 fn the_user_switch_pauses_heavy_work() {
     let (dir, cfg, fake) = setup(true);
-    let s = Sysfs::new(&cfg.throttle.sysfs_root, "thermal_zone0", "policy0");
-    let quota = Quota::default();
-    let client = Client::new(&fake.url(), Some("k".into()), Duration::from_secs(5));
-    let notes = Notes::default();
-    let parts = Parts {
-        sensors: &s,
-        cpufreq: &s,
-        systemd: &quota,
-        immich: Some(&client as &dyn ImmichApi),
-        immich_missing: None,
-        notify: &notes,
-    };
-    let mut d = Daemon::start(&cfg, parts).unwrap();
+    let rig = Rig::new(&cfg, Ok(&fake));
+    let mut d = Daemon::start(&cfg, rig.parts()).unwrap();
     std::fs::write(&cfg.throttle.pause_switch_file, "x").unwrap();
     ticks(&mut d, 2);
-    let status: daemon::Status =
-        serde_json::from_str(&std::fs::read_to_string(&cfg.throttle.status_file).unwrap()).unwrap();
+    let status = status(&cfg);
     assert_eq!(status.mode, "paused-by-user");
     assert!(
         status

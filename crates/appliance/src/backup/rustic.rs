@@ -114,11 +114,17 @@ pub struct RusticCli {
 
 impl RusticCli {
     fn cmd(&self) -> Command {
+        self.cmd_with(false)
+    }
+
+    fn cmd_with(&self, progress: bool) -> Command {
         let mut c = Command::new(&self.bin);
         // rustic accepts a profile path (with or without .toml).
         c.arg("-P").arg(&self.profile);
         c.arg("--cache-dir").arg(&self.cache_dir);
-        c.arg("--no-progress");
+        if !progress {
+            c.arg("--no-progress");
+        }
         // Plain messages in logs and errors.
         c.env("NO_COLOR", "1").env("RUST_BACKTRACE", "0");
         c.stdin(Stdio::null());
@@ -138,6 +144,13 @@ impl RusticCli {
         }
     }
 
+    fn spawn_error(&self) -> impl FnOnce(std::io::Error) -> RepoError + '_ {
+        |source| RepoError::Spawn {
+            tool: self.bin.clone(),
+            source,
+        }
+    }
+
     /// Runs rustic, capturing stdout; stderr is captured too and logged.
     fn run(&self, verb: &'static str, mut c: Command) -> Result<String, RepoError> {
         self.profile_exists()?;
@@ -146,10 +159,7 @@ impl RusticCli {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .output()
-            .map_err(|source| RepoError::Spawn {
-                tool: self.bin.clone(),
-                source,
-            })?;
+            .map_err(self.spawn_error())?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
             tracing::info!(target: "rustic", "{line}");
@@ -302,14 +312,7 @@ impl Repo for RusticCli {
         progress: bool,
     ) -> Result<(), RepoError> {
         self.profile_exists()?;
-        let mut c = Command::new(&self.bin);
-        c.arg("-P").arg(&self.profile);
-        c.arg("--cache-dir").arg(&self.cache_dir);
-        c.env("NO_COLOR", "1").env("RUST_BACKTRACE", "0");
-        c.stdin(Stdio::null());
-        if !progress {
-            c.arg("--no-progress");
-        }
+        let mut c = self.cmd_with(progress);
         c.arg("restore")
             .arg(format!("{id}:{}", source.display()))
             .arg(dest);
@@ -322,10 +325,7 @@ impl Repo for RusticCli {
             .stdout(Stdio::inherit())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|source| RepoError::Spawn {
-                tool: self.bin.clone(),
-                source,
-            })?;
+            .map_err(self.spawn_error())?;
         let mut err = child.stderr.take().expect("piped");
         let mut collected = Vec::new();
         let mut buf = [0u8; 4096];
@@ -339,10 +339,7 @@ impl Repo for RusticCli {
                 }
             }
         }
-        let status = child.wait().map_err(|source| RepoError::Spawn {
-            tool: self.bin.clone(),
-            source,
-        })?;
+        let status = child.wait().map_err(self.spawn_error())?;
         if status.success() {
             Ok(())
         } else {

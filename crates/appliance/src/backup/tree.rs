@@ -23,6 +23,22 @@ impl std::ops::AddAssign for Tally {
 
 pub fn tally(dir: &Path) -> io::Result<Tally> {
     let mut t = Tally::default();
+    walk(dir, |e, ft| {
+        if ft.is_file() {
+            t.files += 1;
+            t.bytes += e.metadata()?.len();
+        }
+        Ok(true)
+    })?;
+    Ok(t)
+}
+
+/// Visits every entry below `dir` (not following symlinks) until `visit`
+/// returns false; a missing directory has no entries.
+fn walk(
+    dir: &Path,
+    mut visit: impl FnMut(&fs::DirEntry, fs::FileType) -> io::Result<bool>,
+) -> io::Result<()> {
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
         let entries = match fs::read_dir(&d) {
@@ -35,13 +51,12 @@ pub fn tally(dir: &Path) -> io::Result<Tally> {
             let ft = e.file_type()?;
             if ft.is_dir() {
                 stack.push(e.path());
-            } else if ft.is_file() {
-                t.files += 1;
-                t.bytes += e.metadata()?.len();
+            } else if !visit(&e, ft)? {
+                return Ok(());
             }
         }
     }
-    Ok(t)
+    Ok(())
 }
 
 /// Sets the owner of `dir` and everything below it (without following
@@ -70,24 +85,12 @@ pub fn chown_tree(dir: &Path, uid: u32, gid: u32) -> io::Result<u64> {
 
 /// Whether a directory holds any regular file, at any depth.
 pub fn has_files(dir: &Path) -> io::Result<bool> {
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        let entries = match fs::read_dir(&d) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        for e in entries {
-            let e = e?;
-            let ft = e.file_type()?;
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else {
-                return Ok(true);
-            }
-        }
-    }
-    Ok(false)
+    let mut found = false;
+    walk(dir, |_, _| {
+        found = true;
+        Ok(false)
+    })?;
+    Ok(found)
 }
 
 #[cfg(test)]

@@ -639,8 +639,8 @@ pub fn api_key(cfg: &Config) -> Result<String, String> {
     }
 }
 
-/// Sleeps until the next poll or a termination signal; true when signalled.
-pub fn wait_or_signal(timeout: Duration) -> bool {
+/// The signals that stop the daemon (systemd sends SIGTERM).
+fn stop_signals() -> nix::sys::signal::SigSet {
     let mut set = nix::sys::signal::SigSet::empty();
     for s in [
         nix::sys::signal::SIGTERM,
@@ -649,6 +649,12 @@ pub fn wait_or_signal(timeout: Duration) -> bool {
     ] {
         set.add(s);
     }
+    set
+}
+
+/// Sleeps until the next poll or a termination signal; true when signalled.
+pub fn wait_or_signal(timeout: Duration) -> bool {
+    let set = stop_signals();
     let ts = libc::timespec {
         tv_sec: timeout.as_secs() as libc::time_t,
         tv_nsec: timeout.subsec_nanos() as libc::c_long,
@@ -660,13 +666,6 @@ pub fn wait_or_signal(timeout: Duration) -> bool {
 
 /// Blocks the termination signals so that `wait_or_signal` receives them.
 pub fn block_signals() {
-    let mut set = nix::sys::signal::SigSet::empty();
-    for s in [
-        nix::sys::signal::SIGTERM,
-        nix::sys::signal::SIGINT,
-        nix::sys::signal::SIGHUP,
-    ] {
-        set.add(s);
-    }
+    let set = stop_signals();
     let _ = set.thread_block();
 }

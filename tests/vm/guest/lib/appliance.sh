@@ -39,7 +39,8 @@ appliance_config() {
 		psql = "$PG_BIN/psql"
 		rustic = "$BIN/rustic"
 	EOF
-	"$BIN/immich-server" show-config > /dev/null
+	# Everything below reads names from this config: it must load.
+	"$BIN/immich-server" show-config > /dev/null || fatal "the test config does not load"
 }
 
 appliance_users() {

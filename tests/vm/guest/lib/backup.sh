@@ -34,8 +34,11 @@ backup_setup_rest() {
 # gen_library PHOTOS [PHOTO_KIB VIDEOS VIDEO_MIB]: photo-like files in the
 # media folder, owned by immich as Immich would write them.
 gen_library() {
-	local media
-	media="$(cfg drive.mount-point)/$(cfg layout.media.path)"
+	local mp rel media
+	mp=$(cfg drive.mount-point) && rel=$(cfg layout.media.path) || return 1
+	media="$mp/$rel"
+	# Only ever inside the mounted drive.
+	[ -n "$mp" ] && [ -n "$rel" ] && findmnt -n "$mp" > /dev/null && [ -d "$media" ] || return 1
 	"$BIN/fake-immich" --generate-library "$media" --photos "$1" \
 		--photo-kib "${2:-100}" --videos "${3:-4}" --video-mib "${4:-8}" --seed 42 &&
 		chown -R immich:immich "$media"
@@ -64,17 +67,21 @@ fill_database() {
 
 # Row counts of every table, one "table count" per line.
 db_counts() {
-	psql_immich -c "SELECT format('%I.%I', table_schema, table_name) FROM information_schema.tables
-		WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1" |
-		while read -r t; do echo "$t $(psql_immich -c "SELECT count(*) FROM $t")"; done
+	local tables
+	tables=$(psql_immich -c "SELECT format('%I.%I', table_schema, table_name) FROM information_schema.tables
+		WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1") || return 1
+	# An empty answer would make two comparisons agree about nothing.
+	[ -n "$tables" ] || { echo "no tables in the immich database" >&2; return 1; }
+	for t in $tables; do echo "$t $(psql_immich -c "SELECT count(*) FROM $t")" || return 1; done
 }
 
 # sha256 of every regular file under the media and dumps folders, with
 # paths relative to the mount point.
 tree_sums() {
-	local mp
-	mp=$(cfg drive.mount-point)
-	(cd "$mp" && find "$(cfg layout.media.path)" -type f -print0 | sort -z | xargs -0 sha256sum)
+	local mp rel
+	mp=$(cfg drive.mount-point) && rel=$(cfg layout.media.path) || return 1
+	[ -n "$mp" ] && [ -d "$mp/$rel" ] || return 1
+	(cd "$mp" && find "$rel" -type f -print0 | sort -z | xargs -0 -r sha256sum)
 }
 
 backup_json() { "$BIN/immich-server" backup status --json; }

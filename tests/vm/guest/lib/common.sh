@@ -49,6 +49,13 @@ expect_exit() {
 	return 0
 }
 
+# fatal MESSAGE : the story cannot go on; ends it as failed.
+fatal() {
+	echo "FAIL $*"
+	VM_FAILED=$((VM_FAILED + 1))
+	finish
+}
+
 finish() {
 	echo "story: $VM_PASSED passed, $VM_FAILED failed" | tee "$VM_OUT/summary.txt"
 	[ "$VM_FAILED" = 0 ] && [ "$VM_PASSED" -gt 0 ]
