@@ -67,6 +67,26 @@ struct Sample {
     cpu_ticks: u64,
 }
 
+/// (kB) RSS split into private anonymous memory and file-backed pages
+/// (code of the binary and of shared libraries), and PSS.
+fn memory_breakdown(pid: u32) -> Option<(u64, u64, u64)> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+    };
+    let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let pss = rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())?;
+    Some((field("RssAnon:")?, field("RssFile:")?, pss))
+}
+
 fn sample(pid: u32) -> Option<Sample> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let rss_kib = status
@@ -169,6 +189,7 @@ fn footprint(args: &[String]) -> Result<()> {
     let temp = sys.join("class/thermal/thermal_zone0/temp");
     let t0 = Instant::now();
     let mut peak_rss = 0;
+    let mut breakdown = None;
     let mut first: Option<(Instant, u64)> = None;
     let mut last = (t0, 0);
     while t0.elapsed() < Duration::from_secs(secs) {
@@ -180,7 +201,10 @@ fn footprint(args: &[String]) -> Result<()> {
         let Some(s) = sample(pid) else {
             bail!("immich-throttle exited early");
         };
-        peak_rss = peak_rss.max(s.rss_kib);
+        if s.rss_kib >= peak_rss {
+            peak_rss = s.rss_kib;
+            breakdown = memory_breakdown(pid);
+        }
         // The first 10 s (start-up) are left out of the CPU share.
         if first.is_none() && t >= 10.0 {
             first = Some((Instant::now(), s.cpu_ticks));
@@ -200,6 +224,15 @@ fn footprint(args: &[String]) -> Result<()> {
         peak_rss as f64 / 1024.0,
         verdict(peak_rss as f64 / 1024.0 <= 4.0)
     );
+    if let Some((anon, file, pss)) = breakdown {
+        println!(
+            "  of which   {:>8.2} MiB private (heap, stack) and {:.2} MiB file-backed code pages\n             \
+             (the binary and shared libraries, shared with other processes); PSS {:.2} MiB",
+            anon as f64 / 1024.0,
+            file as f64 / 1024.0,
+            pss as f64 / 1024.0
+        );
+    }
     println!(
         "CPU           {:>8.3} %     of one core over {wall:.0} s (target <= 0.2 %: {}; tick resolution {:.3} %)",
         share,

@@ -285,7 +285,8 @@ impl Repo for RusticCli {
                 c.arg("--read-data");
             }
             Some(subset) => {
-                c.arg("--read-data-subset").arg(subset);
+                // rustic 0.11 wants --read-data beside the subset.
+                c.arg("--read-data").arg("--read-data-subset").arg(subset);
             }
         }
         self.run("check", c).map(|_| ())
