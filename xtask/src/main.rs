@@ -84,7 +84,7 @@ enum VmCmd {
     },
     /// Build the binaries and run the stories in tests/vm/stories (all, or those named)
     Test {
-        /// Use debug builds (faster to build; CI uses release builds)
+        /// Use debug builds (as `cargo xtask ci` does; the default is release)
         #[arg(long)]
         debug: bool,
         names: Vec<String>,

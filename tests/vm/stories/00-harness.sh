@@ -1,5 +1,5 @@
 #!/bin/bash
-# vm-disk-bus: virtio usb
+# vm-disk-bus: virtio
 # vm-timeout: 600
 #
 # The harness itself: real systemd as PID 1, the system bus, LUKS2 through

@@ -75,7 +75,7 @@ check "essential-only leaves thumbnails and encoded videos out, keeps originals 
 killed_run_then_recovers() {
 	local st
 	# More data, so that the run is still going when it is killed.
-	gen_library 1500 200 2 32 > /dev/null
+	gen_library 800 100 2 16 > /dev/null
 	systemd-run --unit=killme --quiet "$BIN/immich-server" backup run
 	wait_for 120 pgrep -f "rustic.* backup " || return 1
 	sleep 2

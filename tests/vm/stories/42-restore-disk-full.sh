@@ -15,7 +15,7 @@ MP=$(cfg drive.mount-point)
 check "init" appliance_init > /dev/null
 check "start" appliance_start
 check "REST server" rest_server_start
-check "a library of about 300 MB" gen_library 1000 200 4 16
+check "a library of about 150 MB" gen_library 600 200 2 16
 check "a database" fill_database
 check "setup" backup_setup_rest > /dev/null
 check "backup" "$BIN/immich-server" backup run
