@@ -85,6 +85,7 @@ let
       prometheus-textfile = if throttle.prometheusTextfile == null then "" else throttle.prometheusTextfile;
     };
     backup = {
+      enable = backup.enable;
       database = config.services.immich.database.name;
       essential-only = backup.essentialOnly;
       keep-daily = backup.keep.daily;

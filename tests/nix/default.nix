@@ -454,10 +454,13 @@ lib.runTests {
       {
         timers = lib.attrNames c.systemd.timers;
         afterStart = (settings c).units.after-start;
+        # status says "off" rather than waiting for a backup.
+        told = (settings c).backup.enable;
       };
     expected = {
       timers = [ ];
       afterStart = [ ];
+      told = false;
     };
   };
 

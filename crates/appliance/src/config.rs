@@ -160,6 +160,7 @@ pub struct Throttle {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Backup {
+    pub enable: bool,
     pub rustic_profile: PathBuf,
     pub password_file: PathBuf,
     pub cache_dir: PathBuf,

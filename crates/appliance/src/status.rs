@@ -255,6 +255,23 @@ pub fn gather(cfg: &Config, parts: &Parts) -> Status {
 
 /// The backup part of the status (also `immich-server backup status`).
 pub fn backup_status(cfg: &Config, mounted: bool) -> BackupStatus {
+    if !cfg.backup.enable {
+        return BackupStatus {
+            health: backup_state::Health {
+                colour: "off",
+                reasons: vec![
+                    "backups are turned off (services.immich-appliance.backup.enable)".into(),
+                ],
+                last_success_age_hours: None,
+            },
+            last_backup: None,
+            last_check: None,
+            last_drill: None,
+            last_skip: None,
+            running: None,
+            note: Some("turned off in the configuration".into()),
+        };
+    }
     let stale = Duration::from_secs(cfg.backup.stale_after_hours * 3600);
     let last_skip: Option<backup_state::Run> =
         std::fs::read_to_string(&cfg.backup.skip_record_file)
@@ -478,4 +495,40 @@ pub fn render_backup(b: &BackupStatus) -> String {
         }
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backup_health_reads_the_record_or_says_why_not() {
+        let d = tempfile::tempdir().unwrap();
+        let mut cfg = Config::from_str_with_defaults(
+            &format!(
+                "[drive]\nmount-point = \"{m}\"\n[backup]\nskip-record-file = \"{m}/skip.json\"\n",
+                m = d.path().display()
+            ),
+            std::path::Path::new("<test>"),
+        )
+        .unwrap();
+        // Locked: nothing can be read, and status says so.
+        let b = backup_status(&cfg, false);
+        assert_eq!(b.health.colour, "unknown");
+        assert!(b.note.unwrap().contains("unlocked"));
+        // Unlocked, no record yet.
+        assert_eq!(backup_status(&cfg, true).health.colour, "unknown");
+        // An unreadable record is red, not "no backup yet".
+        let state = cfg.drive_path(&cfg.layout.state);
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(state.join(backup_state::STATE_FILE), "{not json").unwrap();
+        let b = backup_status(&cfg, true);
+        assert_eq!(b.health.colour, "red");
+        assert!(b.health.reasons[0].contains("unreadable"), "{:?}", b.health);
+        // Turned off in the configuration: said plainly.
+        cfg.backup.enable = false;
+        let b = backup_status(&cfg, true);
+        assert_eq!(b.health.colour, "off");
+        assert!(render_backup(&b).contains("turned off"));
+    }
 }
