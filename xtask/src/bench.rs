@@ -265,7 +265,7 @@ fn vm_bench(name: &str, args: &[String]) -> Result<()> {
     vm::check_host_tools()?;
     let story = vm::Story::load(&util::root().join(format!("tests/vm/bench/{name}.sh")))?;
     let share = util::timed("build and stage the release binaries", || {
-        ci::stage_binaries(true)
+        ci::stage_binaries(true, "bench-share")
     })?;
     vm::image(false)?;
     let out = util::root().join(format!("target/bench/{name}"));

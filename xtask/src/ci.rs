@@ -145,7 +145,7 @@ pub fn immich_sdk() -> Result<PathBuf> {
 
 /// Binaries staged for the VM share: release builds (what users run), or
 /// debug builds for quicker local iteration.
-pub fn stage_binaries(release: bool) -> Result<PathBuf> {
+pub fn stage_binaries(release: bool, name: &str) -> Result<PathBuf> {
     let mut c = cargo();
     // The whole workspace's binaries: the same feature set as the other
     // layers' builds, so that switching between them rebuilds nothing.
@@ -154,7 +154,9 @@ pub fn stage_binaries(release: bool) -> Result<PathBuf> {
         c.arg("--release");
     }
     util::run(&mut c)?;
-    let share = util::root().join("target/vm-share");
+    // Each user of the share has its own folder: a benchmark must not swap
+    // the binaries under a story that is running.
+    let share = util::target_dir().join(name);
     let _ = fs::remove_dir_all(&share);
     fs::create_dir_all(&share)?;
     let release = util::target_dir().join(if release { "release" } else { "debug" });
@@ -231,7 +233,9 @@ pub fn vm_stories(names: &[String], release: bool) -> Result<()> {
         .iter()
         .filter(|s| names.is_empty() || names.contains(&s.name))
         .collect();
-    let share = util::timed("build and stage the binaries", || stage_binaries(release))?;
+    let share = util::timed("build and stage the binaries", || {
+        stage_binaries(release, "vm-share")
+    })?;
     util::timed("VM image", || vm::image(false).map(|_| ()))?;
     let results = util::root().join("target/vm-results");
     let _ = fs::remove_dir_all(&results);
