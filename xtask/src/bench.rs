@@ -299,50 +299,86 @@ fn vm_bench(name: &str, args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Sizes of the release binaries (the SD card image carries them).
+/// Sizes of the release binaries: the x86_64 ones, and the aarch64 ones the
+/// SD card carries (target: 3 MiB each), cross-built with Debian's cross gcc
+/// and libcryptsetup-dev:arm64.
 fn size() -> Result<()> {
-    util::run(cargo().args([
-        "build",
-        "--locked",
-        "--release",
-        "-p",
-        "immich-server",
-        "-p",
-        "immich-throttle",
-    ]))?;
-    println!("\n== release binaries (x86_64; opt-level s, fat LTO, stripped) ==");
-    for b in ["immich-server", "immich-throttle"] {
-        let p = release_bin(b);
-        let len = fs::metadata(&p)
-            .with_context(|| format!("{}", p.display()))?
-            .len();
-        println!("  {b:<16} {:>6.2} MiB", len as f64 / 1024.0 / 1024.0);
-    }
-    if !Path::new(&format!(
-        "{}/.rustup/toolchains",
-        std::env::var("HOME").unwrap_or_default()
-    ))
-    .exists()
-    {
+    let bins = ["immich-server", "immich-throttle"];
+    let build = |target: Option<&str>| -> Result<()> {
+        let mut c = cargo();
+        c.args(["build", "--locked", "--release"]);
+        for b in bins {
+            c.args(["-p", b]);
+        }
+        if let Some(t) = target {
+            c.args(["--target", t]);
+            let triple = "aarch64-linux-gnu";
+            c.env(
+                "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
+                format!("{triple}-gcc"),
+            )
+            .env("PKG_CONFIG_ALLOW_CROSS", "1")
+            .env("PKG_CONFIG_LIBDIR", format!("/usr/lib/{triple}/pkgconfig"))
+            // bindgen parses libcryptsetup.h as the target sees it.
+            .env(
+                "BINDGEN_EXTRA_CLANG_ARGS",
+                format!("--target={triple} -I/usr/{triple}/include -I/usr/include"),
+            );
+        }
+        util::run(&mut c)
+    };
+    let print = |dir: PathBuf| -> Result<()> {
+        for b in bins {
+            let p = dir.join(b);
+            let len = fs::metadata(&p)
+                .with_context(|| format!("{}", p.display()))?
+                .len();
+            let mib = len as f64 / 1024.0 / 1024.0;
+            let verdict = if mib <= 3.0 { "met" } else { "MISSED" };
+            println!("  {b:<16} {mib:>6.2} MiB  (target <= 3 MiB: {verdict})");
+        }
+        Ok(())
+    };
+
+    build(None)?;
+    println!("\n== release binaries, x86_64 (opt-level s, fat LTO, stripped) ==");
+    print(util::target_dir().join("release"))?;
+
+    let target = "aarch64-unknown-linux-gnu";
+    let missing = cross_missing(target);
+    if !missing.is_empty() {
+        println!(
+            "\n== aarch64: NOT MEASURED; missing {} ==\n  \
+             rustup target add {target}; dpkg --add-architecture arm64; apt-get update; \
+             apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross libcryptsetup-dev:arm64\n  \
+             (or, with Nix: nix build .#packages.aarch64-linux.default)",
+            missing.join(", ")
+        );
         return Ok(());
     }
-    let has_arm = Command::new("rustc")
-        .args([
-            "--print",
-            "target-libdir",
-            "--target",
-            "aarch64-unknown-linux-gnu",
-        ])
+    build(Some(target))?;
+    println!("\n== release binaries, aarch64 (what the SD card carries) ==");
+    print(util::target_dir().join(target).join("release"))
+}
+
+/// What the aarch64 cross build lacks on this machine, if anything.
+fn cross_missing(target: &str) -> Vec<&'static str> {
+    let mut missing = Vec::new();
+    let has_std = Command::new("rustc")
+        .args(["--print", "target-libdir", "--target", target])
         .output()
         .map(|o| {
             o.status.success() && Path::new(String::from_utf8_lossy(&o.stdout).trim()).exists()
         })
         .unwrap_or(false);
-    if !has_arm {
-        println!(
-            "  (aarch64: not measured; this toolchain has no aarch64-unknown-linux-gnu standard library. \
-             `nix build .#packages.aarch64-linux.default` measures the real one.)"
-        );
+    if !has_std {
+        missing.push("the Rust standard library for aarch64");
     }
-    Ok(())
+    if util::which("aarch64-linux-gnu-gcc").is_none() {
+        missing.push("aarch64-linux-gnu-gcc");
+    }
+    if !Path::new("/usr/lib/aarch64-linux-gnu/pkgconfig/libcryptsetup.pc").exists() {
+        missing.push("libcryptsetup-dev:arm64");
+    }
+    missing
 }
