@@ -7,7 +7,8 @@
 # wrong repository password is a clear error that keeps the working setup;
 # essential-only really leaves thumbnails out; a run killed midway is
 # reported and the next run succeeds with a clean check; and a corrupted
-# pack file is caught by `check`, which turns the status red.
+# pack file is caught by `check`, which turns the status red. A repository
+# in a local folder works as well as the REST server.
 . "$VM_LIB/common.sh"
 . "$VM_LIB/appliance.sh"
 . "$VM_LIB/backup.sh"
@@ -99,5 +100,17 @@ corrupted_pack_is_caught() {
 		"$BIN/immich-server" --status | grep -q "repository check failed"
 }
 check "a corrupted pack file is caught by check, and status turns red" corrupted_pack_is_caught
+
+# The same orchestration on the other kind of backend: a repository in a
+# local folder (a second disk, a NAS mount) instead of a server.
+local_folder_repository() {
+	local dir=/var/lib/local-repo
+	"$BIN/immich-server" backup setup --force --repository "$dir" --password-file "$REPO_PASS" > /dev/null &&
+		"$BIN/immich-server" backup run > /dev/null &&
+		"$BIN/immich-server" backup check --read-all > /dev/null || return 1
+	[ -f "$dir/config" ] && [ -n "$(find "$dir/data" -type f | head -1)" ] &&
+		[ "$(backup_json | jq -r .health.colour)" = green ]
+}
+check "a repository in a local folder: setup, backup and a full check; status is green again" local_folder_repository
 check "stop" appliance_stop
 finish
