@@ -217,7 +217,7 @@ impl DbusSystemd {
                 return vec![];
             };
             zbus::block_on(async {
-                let p = UnitProxy::builder(&self.conn).path(path).build().await?;
+                let p = unit_proxy(&self.conn, path).await?;
                 let mut d = p.requires().await?;
                 d.extend(p.binds_to().await?);
                 Ok::<_, zbus::Error>(d)
@@ -297,7 +297,7 @@ impl Systemd for DbusSystemd {
     fn state(&self, unit: &str) -> Result<UnitState, UnitError> {
         let path = self.load_unit_path(unit)?;
         Ok(zbus::block_on(async {
-            let u = UnitProxy::builder(&self.conn).path(path).build().await?;
+            let u = unit_proxy(&self.conn, path).await?;
             Ok::<_, zbus::Error>(UnitState {
                 load: u.load_state().await?,
                 active: u.active_state().await?,
@@ -465,6 +465,18 @@ pub fn is_valid_unit_name(name: &str) -> bool {
         }
         None => false,
     }
+}
+
+/// A unit's proxy that reads properties when asked. zbus caches by default,
+/// which subscribes to PropertiesChanged and fetches all of a unit's ~250
+/// properties to read three: measurable in every `start`, `status` and
+/// `stop`, which query each unit of the stack.
+async fn unit_proxy(conn: &Connection, path: OwnedObjectPath) -> zbus::Result<UnitProxy<'static>> {
+    UnitProxy::builder(conn)
+        .path(path)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
 }
 
 #[cfg(test)]
