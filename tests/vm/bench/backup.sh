@@ -36,8 +36,7 @@ now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 cold() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 
-check "setup (our repository on /backup/ours)" \
-	"$BIN/immich-server" backup setup --repository /backup/ours --password-file "$REPO_PASS"
+check "setup (our repository on /backup/ours)" backup_setup /backup/ours
 cat > /run/bare.toml <<-EOF
 	[repository]
 	repository = "/backup/bare"

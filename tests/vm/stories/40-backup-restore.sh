@@ -32,7 +32,7 @@ check "a database with rows" fill_database
 
 setup_prints_the_kit() {
 	local out
-	out=$(backup_setup_rest 2>&1) || { echo "$out"; return 1; }
+	out=$(backup_setup 2>&1) || { echo "$out"; return 1; }
 	echo "$out"
 	contains "EMERGENCY KIT" "$out" && contains "$REST_URL" "$out" &&
 		[ "$(stat -c %a "$MP/secrets/rustic.toml")" = 600 ] &&

@@ -46,7 +46,7 @@ not_configured_is_clear() {
 }
 check "before setup, a run fails and says to run setup; status is red" not_configured_is_clear
 
-check "setup" backup_setup_rest > /dev/null
+check "setup" backup_setup > /dev/null
 
 wrong_password_is_clear() {
 	local out rc
@@ -105,7 +105,7 @@ check "a corrupted pack file is caught by check, and status turns red" corrupted
 # local folder (a second disk, a NAS mount) instead of a server.
 local_folder_repository() {
 	local dir=/var/lib/local-repo
-	"$BIN/immich-server" backup setup --force --repository "$dir" --password-file "$REPO_PASS" > /dev/null &&
+	backup_setup "$dir" --force > /dev/null &&
 		"$BIN/immich-server" backup run > /dev/null &&
 		"$BIN/immich-server" backup check --read-all > /dev/null || return 1
 	[ -f "$dir/config" ] && [ -n "$(find "$dir/data" -type f | head -1)" ] &&

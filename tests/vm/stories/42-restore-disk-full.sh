@@ -17,7 +17,7 @@ check "start" appliance_start
 check "REST server" rest_server_start
 check "a library of about 150 MB" gen_library 600 200 2 16
 check "a database" fill_database
-check "setup" backup_setup_rest > /dev/null
+check "setup" backup_setup > /dev/null
 check "backup" "$BIN/immich-server" backup run
 check "stop" appliance_stop
 check "init the new drive" appliance_init "$VM_DISK2" > /dev/null

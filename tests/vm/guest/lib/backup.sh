@@ -25,10 +25,13 @@ repo_password() {
 	chmod 600 "$REPO_PASS"
 }
 
-# backup_setup_rest: a new repository on the REST server.
-backup_setup_rest() {
+# backup_setup [REPOSITORY [SETUP_ARGS...]]: a new repository, on the REST
+# server unless another is named, with the test password.
+backup_setup() {
+	local repo=${1:-$REST_URL}
+	shift || true
 	repo_password
-	"$BIN/immich-server" backup setup --repository "$REST_URL" --password-file "$REPO_PASS"
+	"$BIN/immich-server" backup setup --repository "$repo" --password-file "$REPO_PASS" "$@"
 }
 
 # gen_library PHOTOS [PHOTO_KIB VIDEOS VIDEO_MIB]: photo-like files in the
