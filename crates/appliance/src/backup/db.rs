@@ -83,10 +83,12 @@ impl PgTools {
         Ok(c)
     }
 
-    fn output(&self, what: &str, mut c: Command) -> Result<String, DbError> {
+    /// Runs `c` with `stdin`, and returns its standard output, or its
+    /// standard error in the failure.
+    fn output(&self, what: &str, mut c: Command, stdin: Stdio) -> Result<String, DbError> {
         let tool = c.get_program().to_string_lossy().into_owned();
         let out = c
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .output()
@@ -116,7 +118,7 @@ impl PgTools {
             "-c",
             sql,
         ]);
-        self.output(&format!("psql on {db}"), c)
+        self.output(&format!("psql on {db}"), c, Stdio::null())
     }
 
     /// The body of `dump`, run while the psql session holds the snapshot.
@@ -234,24 +236,9 @@ impl Database for PgTools {
     fn restore(&self, db: &str, dump: &Path) -> Result<(), DbError> {
         let mut c = self.as_superuser(&self.pg_restore)?;
         c.args(["--single-transaction", "--exit-on-error", "--dbname", db]);
-        c.stdin(File::open(dump)?);
-        let o = c
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()
-            .map_err(|source| DbError::Spawn {
-                tool: self.pg_restore.clone(),
-                source,
-            })?;
-        if o.status.success() {
-            Ok(())
-        } else {
-            Err(DbError::Failed {
-                what: format!("pg_restore into {db}"),
-                status: o.status.to_string(),
-                stderr: String::from_utf8_lossy(&o.stderr).trim().to_owned(),
-            })
-        }
+        let dump = File::open(dump)?;
+        self.output(&format!("pg_restore into {db}"), c, dump.into())
+            .map(drop)
     }
 
     fn row_counts(&self, db: &str) -> Result<RowCounts, DbError> {
