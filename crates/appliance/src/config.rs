@@ -24,8 +24,13 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("config file {path} is not valid TOML: {message}")]
-    Syntax { path: PathBuf, message: String },
+    #[error("config file {path} is not valid TOML at line {line}, column {column}: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error(
         "unknown key `{key}` in {path}{hint}; the keys are defined in modules/defaults.toml (see `immich-server show-config`)"
     )]
@@ -229,12 +234,15 @@ impl Config {
         let mut merged: toml::Table = DEFAULTS_TOML
             .parse()
             .expect("modules/defaults.toml parses; a unit test guards this");
-        let user: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigError::Syntax {
+        let user: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let (line, column) = line_column(text, e.span().map_or(0, |s| s.start));
+            ConfigError::Syntax {
                 path: path.to_owned(),
-                message: e.message().to_owned(),
-            })?;
+                line,
+                column,
+                message: e.message().trim().to_owned(),
+            }
+        })?;
         merge(&mut merged, user, "", path)?;
         let cfg: Config = toml::Value::Table(merged)
             .try_into()
@@ -362,6 +370,14 @@ fn type_name(v: &toml::Value) -> &'static str {
         toml::Value::Array(_) => "a list",
         toml::Value::Table(_) => "a table",
     }
+}
+
+/// 1-based line and column (in characters) of a byte offset, as editors count.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
 }
 
 /// Merges `user` into `base`, refusing keys that `base` does not have.
@@ -539,13 +555,16 @@ mod tests {
     }
 
     #[test]
-    fn syntax_errors_name_the_file() {
-        let err = parse("[drive\n").unwrap_err();
+    fn syntax_errors_name_the_file_line_and_column() {
+        let err = parse("[drive\n").unwrap_err().to_string();
         assert!(
-            err.to_string()
-                .starts_with("config file test.toml is not valid TOML"),
+            err.starts_with("config file test.toml is not valid TOML at line 1, column 7:"),
             "{err}"
         );
+        let err = parse("[drive]\nmapper-name = \"x\"\n  lable = = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at line 3, column "), "{err}");
     }
 
     #[test]

@@ -277,7 +277,8 @@ pub fn start(
             Ok(report)
         }
         Err(cause) => {
-            tracing::error!(error = %cause, "start failed; rolling back");
+            // The binary prints the cause once; this is the log's record of it.
+            tracing::info!(error = %cause, "start failed; rolling back");
             let (undone, undo_failed) = rollback(cfg, parts, &undo, progress);
             Err(Failure {
                 cause,
@@ -656,7 +657,7 @@ fn unmount(cfg: &Config, parts: &Parts) -> Result<(), Cause> {
     let still = !blockdev::mounts_at(&blockdev::mountinfo(), &cfg.drive.mount_point).is_empty();
     if still {
         let holders = host::holders_of(&cfg.drive.mount_point);
-        tracing::warn!(error = ?r.err(), "unmount failed; the mount is busy");
+        tracing::info!(error = ?r.err(), "unmount failed; the mount is busy");
         return Err(Cause::Busy {
             mount: cfg.drive.mount_point.clone(),
             holders,

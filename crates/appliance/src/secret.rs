@@ -113,22 +113,39 @@ pub fn read(source: &Source, prompt: &str) -> Result<Passphrase, SecretError> {
     }
 }
 
-/// Reads a new passphrase for `init`: twice on a tty, once otherwise.
+/// How often `init` asks again on a terminal when the passphrase is too short
+/// or the second typing differs: a typo should not end the run.
+pub const NEW_PASSPHRASE_TRIES: usize = 3;
+
+/// Reads a new passphrase for `init`: twice on a tty (asking again, up to
+/// [`NEW_PASSPHRASE_TRIES`] times, after a mismatch or a short one), once
+/// otherwise.
 pub fn read_new(source: &Source, min_len: usize) -> Result<Passphrase, SecretError> {
-    let p = read(source, "New drive passphrase: ")?;
-    if p.len() < min_len {
-        return Err(SecretError::TooShort {
-            len: p.len(),
-            min: min_len,
-        });
-    }
-    if source.is_interactive() {
-        let again = read(source, "Type it again: ")?;
-        if again.as_bytes() != p.as_bytes() {
-            return Err(SecretError::Mismatch);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let last = !source.is_interactive() || tries >= NEW_PASSPHRASE_TRIES;
+        let p = read(source, "New drive passphrase: ")?;
+        let problem = if p.len() < min_len {
+            SecretError::TooShort {
+                len: p.len(),
+                min: min_len,
+            }
+        } else if !source.is_interactive() {
+            return Ok(p);
+        } else if read(source, "Type it again: ")?.as_bytes() == p.as_bytes() {
+            return Ok(p);
+        } else {
+            SecretError::Mismatch
+        };
+        if last {
+            return Err(problem);
+        }
+        match problem {
+            SecretError::Mismatch => eprintln!("The two passphrases differ; try again."),
+            other => eprintln!("{other}; try again."),
         }
     }
-    Ok(p)
 }
 
 pub fn from_reader(mut r: impl Read, what: &str) -> Result<Passphrase, SecretError> {

@@ -24,8 +24,9 @@ Examples:
     sudo immich-server --start --passphrase-file /run/keys/drive
     printf '%s' \"$PW\" | sudo immich-server --start --passphrase-file -
 
-It runs as root through sudo: sudo asks for your user password first, then
-immich-server asks for the drive passphrase.
+It runs as root through sudo. The appliance's admin account has no password
+(your SSH key is the login), so sudo asks for nothing; immich-server then asks
+for the drive passphrase.
 
 DEV may be /dev/sdX, a partition, or a /dev/disk/by-id, by-uuid or by-label link.
 ";

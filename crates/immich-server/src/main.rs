@@ -61,8 +61,7 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail(code, e)) => {
-            tracing::error!(exit = code.code(), "{e:#}");
-            eprintln!("immich-server: error: {e:#}");
+            appliance::logging::fatal("immich-server", code.code(), e.as_ref());
             ExitCode::from(code.code())
         }
     }

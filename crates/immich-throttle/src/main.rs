@@ -103,8 +103,7 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail(code, e)) => {
-            tracing::error!("{e:#}");
-            eprintln!("immich-throttle: error: {e:#}");
+            appliance::logging::fatal("immich-throttle", code, e.as_ref());
             ExitCode::from(code)
         }
     }

@@ -45,9 +45,14 @@ wrong_name_typed() {
 right_name_typed() {
 	local dev out
 	dev=$(readlink -f "$VM_DISK")
-	out=$(printf '%s\n' "$dev" | script -qec "$BIN/immich-server init --immich-drive $VM_DISK --insecure-fast-kdf-for-tests --passphrase-file $PASSFILE" /dev/null 2>&1) || { echo "$out"; return 1; }
+	# Everything on the terminal: the name, then a passphrase whose second
+	# typing differs (init asks again), then the real one twice.
+	out=$(printf '%s\n%s\n%s\n%s\n%s\n' "$dev" "first try, long enough" "first try, lnog enough" \
+		"$TEST_PASSPHRASE" "$TEST_PASSPHRASE" |
+		script -qec "$BIN/immich-server init --immich-drive $VM_DISK --insecure-fast-kdf-for-tests" /dev/null 2>&1) || { echo "$out"; return 1; }
 	echo "$out" | grep -v "Recovery key\|Backup password"
-	contains "EMERGENCY KIT" "$out" && cryptsetup isLuks "$VM_DISK"
+	contains "EMERGENCY KIT" "$out" && contains "differ; try again" "$out" && cryptsetup isLuks "$VM_DISK" &&
+		printf "%s" "$TEST_PASSPHRASE" | cryptsetup open --test-passphrase --key-file - "$VM_DISK"
 }
 
 check "refuses the system disk" root_disk
@@ -55,5 +60,5 @@ check "refuses a mounted drive" mounted
 check "--yes without --force is a usage error" half_forced
 check "without a terminal and without --yes --force it refuses" no_terminal
 check "a wrong device name typed back: exit 10, the drive untouched" wrong_name_typed
-check "the device name typed back: the drive is prepared" right_name_typed
+check "the device name typed back, a mistyped passphrase asked again: the drive is prepared with the second" right_name_typed
 finish
