@@ -177,9 +177,9 @@ pub fn holders(sys: &Path, name: &str) -> Vec<(String, String)> {
     out
 }
 
-/// The disks (not partitions) that the kernel knows, for hints.
-pub fn disk_list(sys: &Path) -> String {
-    let mut lines = vec![];
+/// Kernel names of the block devices a drive may be: disks and partitions,
+/// not loop, RAM, device-mapper or optical devices.
+fn drive_names(sys: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(sys.join("class/block"))
         .into_iter()
         .flatten()
@@ -192,7 +192,13 @@ pub fn disk_list(sys: &Path) -> String {
         })
         .collect();
     names.sort();
-    for n in names {
+    names
+}
+
+/// The disks (not partitions) that the kernel knows, for hints.
+pub fn disk_list(sys: &Path) -> String {
+    let mut lines = vec![];
+    for n in drive_names(sys) {
         let base = sys.join("class/block").join(&n);
         if base.join("partition").exists() {
             continue;
@@ -214,6 +220,24 @@ pub fn disk_list(sys: &Path) -> String {
     } else {
         lines.join("\n")
     }
+}
+
+/// The devices under `dev` whose LUKS2 header carries the appliance's
+/// subsystem mark, with their UUIDs: prepared by `init`, on this SD card or
+/// another. Devices that cannot be read (not root) are passed over.
+pub fn appliance_drives(sys: &Path, dev: &Path, subsystem: &str) -> Vec<(PathBuf, String)> {
+    drive_names(sys)
+        .into_iter()
+        .filter_map(|n| {
+            let path = dev.join(&n);
+            match probe(&path) {
+                Ok(Signature::Luks {
+                    uuid, subsystem: s, ..
+                }) if s == subsystem => Some((path, uuid)),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 /// One line of /proc/self/mountinfo.
@@ -394,8 +418,16 @@ fn devno_of(sys: &Path, name: &str) -> Option<(u32, u32)> {
 /// telling a LUKS drive from a plain one.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub enum Signature {
-    Luks { version: u16, uuid: String },
-    Ext { label: String },
+    /// `subsystem` is the LUKS2 header's free-text subsystem field, which
+    /// `init` sets to `drive.luks-subsystem`: readable while locked.
+    Luks {
+        version: u16,
+        uuid: String,
+        subsystem: String,
+    },
+    Ext {
+        label: String,
+    },
     Vfat,
     Ntfs,
     Exfat,
@@ -411,7 +443,19 @@ pub enum Signature {
 impl std::fmt::Display for Signature {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Signature::Luks { version, uuid } => write!(f, "LUKS{version} encrypted (UUID {uuid})"),
+            Signature::Luks {
+                version,
+                uuid,
+                subsystem,
+            } if subsystem.is_empty() => write!(f, "LUKS{version} encrypted (UUID {uuid})"),
+            Signature::Luks {
+                version,
+                uuid,
+                subsystem,
+            } => write!(
+                f,
+                "LUKS{version} encrypted (UUID {uuid}), marked \"{subsystem}\""
+            ),
             Signature::Ext { label } if label.is_empty() => write!(f, "ext2/3/4 filesystem"),
             Signature::Ext { label } => write!(f, "ext2/3/4 filesystem labelled \"{label}\""),
             Signature::Vfat => write!(f, "FAT filesystem"),
@@ -465,6 +509,12 @@ pub fn signature(b: &[u8]) -> Signature {
         return Signature::Luks {
             version,
             uuid: cstr(168, 40),
+            // LUKS1 headers have no such field (their bytes there are key slots).
+            subsystem: if version == 2 {
+                cstr(208, 48)
+            } else {
+                String::new()
+            },
         };
     }
     if at(1024 + 56, &[0x53, 0xEF]) {
@@ -549,9 +599,18 @@ mod tests {
             signature(&b),
             Signature::Luks {
                 version: 2,
-                uuid: "0c1f2e3d-aaaa-bbbb-cccc-1234567890ab".into()
+                uuid: "0c1f2e3d-aaaa-bbbb-cccc-1234567890ab".into(),
+                subsystem: String::new(),
             }
         );
+        b[208..208 + 16].copy_from_slice(b"immich-appliance");
+        assert_eq!(
+            signature(&b).to_string(),
+            "LUKS2 encrypted (UUID 0c1f2e3d-aaaa-bbbb-cccc-1234567890ab), marked \"immich-appliance\""
+        );
+        // LUKS1 has key-slot bytes there, not a subsystem.
+        b[7] = 1;
+        assert!(matches!(signature(&b), Signature::Luks { subsystem, .. } if subsystem.is_empty()));
         let mut e = vec![0u8; PROBE_BYTES];
         e[1024 + 56] = 0x53;
         e[1024 + 57] = 0xEF;

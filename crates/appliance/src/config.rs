@@ -70,6 +70,7 @@ pub struct Drive {
     pub filesystem: String,
     pub mount_options: Vec<String>,
     pub label: String,
+    pub luks_subsystem: String,
     pub remembered_drive_file: PathBuf,
     pub lock_file: PathBuf,
     pub passphrase_attempts: u32,

@@ -20,9 +20,13 @@ pub struct Remembered {
 #[derive(Debug, thiserror::Error)]
 pub enum DriveError {
     #[error(
-        "no drive given and none remembered. Pass --immich-drive /dev/sdX (the disks here are listed below), or prepare one with `immich-server init`.\n{0}"
+        "no drive given and none remembered. Pass --immich-drive /dev/sdX (the disks here are listed below), or prepare one with `sudo immich-server init --immich-drive /dev/sdX`.\n{0}"
     )]
     NoneRemembered(String),
+    #[error(
+        "this SD card remembers no drive, but {} looks like your appliance drive (its LUKS header says `immich-server init` prepared it). Unlock it with:\n    sudo immich-server --start --immich-drive {}\n(it is remembered from then on). Do not run init on it: that erases it", .found[0].display(), .found[0].display()
+    )]
+    NotRemembered { found: Vec<PathBuf> },
     #[error(
         "the appliance drive (LUKS UUID {uuid}, prepared {prepared}) is not plugged in. Plug it in and try again, or pass --immich-drive for another drive. The disks here are:\n{disks}"
     )]
@@ -31,7 +35,9 @@ pub enum DriveError {
         prepared: String,
         disks: String,
     },
-    #[error("cannot read the remembered drive in {path}: {message}")]
+    #[error(
+        "the file that remembers the drive, {path}, is damaged ({message}). Remove it with `sudo rm {path}`, then start with `sudo immich-server --start --immich-drive /dev/sdX`, which remembers the drive again"
+    )]
     Corrupt { path: PathBuf, message: String },
     #[error(transparent)]
     Device(#[from] DeviceError),
@@ -71,13 +77,20 @@ pub fn save(path: &Path, r: &Remembered) -> Result<(), DriveError> {
 }
 
 /// The device to unlock: the one given, or the remembered one by UUID.
-pub fn choose(given: Option<&Path>, remembered_file: &Path) -> Result<BlockDevice, DriveError> {
+/// With neither, a drive whose LUKS header carries `subsystem` is named in
+/// the error (a new SD card with the old drive), never unlocked unasked.
+pub fn choose(
+    given: Option<&Path>,
+    remembered_file: &Path,
+    subsystem: &str,
+) -> Result<BlockDevice, DriveError> {
     if let Some(p) = given {
         return Ok(blockdev::resolve(p)?);
     }
     let sys = Path::new("/sys");
-    let r = load(remembered_file)?
-        .ok_or_else(|| DriveError::NoneRemembered(blockdev::disk_list(sys)))?;
+    let Some(r) = load(remembered_file)? else {
+        return Err(unremembered(sys, Path::new("/dev"), subsystem));
+    };
     let link = by_uuid(&r.luks_uuid);
     if !link.exists() {
         return Err(DriveError::NotPresent {
@@ -87,6 +100,20 @@ pub fn choose(given: Option<&Path>, remembered_file: &Path) -> Result<BlockDevic
         });
     }
     Ok(blockdev::resolve(&link)?)
+}
+
+/// The error for "nothing remembered": naming the appliance drives plugged
+/// in, if there are any.
+pub fn unremembered(sys: &Path, dev: &Path, subsystem: &str) -> DriveError {
+    let found: Vec<PathBuf> = blockdev::appliance_drives(sys, dev, subsystem)
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    if found.is_empty() {
+        DriveError::NoneRemembered(blockdev::disk_list(sys))
+    } else {
+        DriveError::NotRemembered { found }
+    }
 }
 
 pub fn by_uuid(uuid: &str) -> PathBuf {
@@ -115,7 +142,7 @@ mod tests {
     #[test]
     fn nothing_remembered_and_nothing_given_is_an_error_not_a_guess() {
         let d = tempfile::tempdir().unwrap();
-        let err = choose(None, &d.path().join("none.toml")).unwrap_err();
+        let err = choose(None, &d.path().join("none.toml"), "no-such-mark").unwrap_err();
         assert!(matches!(err, DriveError::NoneRemembered(_)));
         assert!(err.to_string().contains("--immich-drive"));
     }
@@ -132,11 +159,76 @@ mod tests {
             },
         )
         .unwrap();
-        let err = choose(None, &f).unwrap_err().to_string();
+        let err = choose(None, &f, "immich-appliance")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not plugged in"), "{err}");
         assert!(
             err.contains("00000000-0000-0000-0000-00000000dead"),
             "{err}"
+        );
+    }
+
+    /// A fake /sys and /dev: three drives, one of them marked by init.
+    fn drives_with_one_marked(root: &Path) -> (PathBuf, PathBuf) {
+        let (sys, dev) = (root.join("sys"), root.join("dev"));
+        std::fs::create_dir_all(&dev).unwrap();
+        for (name, subsystem) in [
+            ("sda", ""),
+            ("sdb", "immich-appliance"),
+            ("loop0", "immich-appliance"),
+        ] {
+            std::fs::create_dir_all(sys.join("class/block").join(name)).unwrap();
+            let mut header = vec![0u8; 4096];
+            header[0..6].copy_from_slice(b"LUKS\xba\xbe");
+            header[7] = 2;
+            header[168..172].copy_from_slice(b"uuid");
+            header[208..208 + subsystem.len()].copy_from_slice(subsystem.as_bytes());
+            std::fs::write(dev.join(name), header).unwrap();
+        }
+        (sys, dev)
+    }
+
+    #[test]
+    fn an_unremembered_appliance_drive_is_named_with_the_command_to_unlock_it() {
+        let d = tempfile::tempdir().unwrap();
+        let (sys, dev) = drives_with_one_marked(d.path());
+        let err = unremembered(&sys, &dev, "immich-appliance");
+        let sdb = dev.join("sdb");
+        assert!(
+            matches!(&err, DriveError::NotRemembered { found } if found == &[sdb.clone()]),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!(
+                "sudo immich-server --start --immich-drive {}",
+                sdb.display()
+            )),
+            "{text}"
+        );
+        assert!(
+            !text.contains("sudo immich-server init"),
+            "no advice to erase it: {text}"
+        );
+        // Without the mark it is just "none remembered".
+        assert!(matches!(
+            unremembered(&sys, &dev, "other-mark"),
+            DriveError::NoneRemembered(_)
+        ));
+    }
+
+    #[test]
+    fn a_damaged_remembered_file_says_so_and_how_to_repair_it() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("drive.toml");
+        std::fs::write(&f, "luks-uuid = \"x\"\nprepared = \n").unwrap();
+        let err = choose(None, &f, "immich-appliance").unwrap_err();
+        assert!(matches!(err, DriveError::Corrupt { .. }));
+        let text = err.to_string();
+        assert!(
+            text.contains("is damaged") && text.contains("sudo rm"),
+            "{text}"
         );
     }
 }

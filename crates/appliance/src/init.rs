@@ -82,6 +82,9 @@ pub struct InitOptions {
 pub struct Survey {
     pub device: BlockDevice,
     pub contents: Vec<(String, String)>,
+    /// Set when the device (or a partition) is already an appliance drive:
+    /// the LUKS UUID of the one found.
+    pub appliance_drive: Option<String>,
 }
 
 impl Survey {
@@ -89,6 +92,15 @@ impl Survey {
         let mut s = format!("Drive:    {}\nContents:", self.device.describe());
         for (name, what) in &self.contents {
             s.push_str(&format!("\n  {name:<12} {what}"));
+        }
+        if let Some(uuid) = &self.appliance_drive {
+            s.push_str(&format!(
+                "\n\n!!! WARNING: this is already an appliance drive (LUKS UUID {uuid}), prepared by\n\
+                 !!! `immich-server init`. It may hold your photos. Preparing it again ERASES them.\n\
+                 !!! To use it as it is, stop here and unlock it instead:\n\
+                 !!!     sudo immich-server --start --immich-drive {}",
+                self.device.path.display()
+            ));
         }
         s
     }
@@ -135,24 +147,34 @@ pub fn survey(cfg: &Config, device: &Path) -> Result<Survey, InitError> {
         );
         return Err(InitError::InUse(dev.path.clone(), what.join("; ")));
     }
-    let mut contents = vec![(dev.name.clone(), probe_text(&dev.path))];
+    let mut found = vec![(dev.name.clone(), blockdev::probe(&dev.path))];
     if !dev.is_partition {
         for p in blockdev::partitions(sys, &dev.name) {
             let path = PathBuf::from(format!("/dev/{p}"));
-            contents.push((p, probe_text(&path)));
+            found.push((p, blockdev::probe(&path)));
         }
     }
+    let appliance_drive = found.iter().find_map(|(_, sig)| match sig {
+        Ok(blockdev::Signature::Luks {
+            uuid, subsystem, ..
+        }) if *subsystem == cfg.drive.luks_subsystem => Some(uuid.clone()),
+        _ => None,
+    });
+    let contents = found
+        .into_iter()
+        .map(|(name, sig)| {
+            let text = match sig {
+                Ok(sig) => sig.to_string(),
+                Err(e) => format!("unreadable ({e})"),
+            };
+            (name, text)
+        })
+        .collect();
     Ok(Survey {
         device: dev,
         contents,
+        appliance_drive,
     })
-}
-
-fn probe_text(p: &Path) -> String {
-    match blockdev::probe(p) {
-        Ok(sig) => sig.to_string(),
-        Err(e) => format!("unreadable ({e})"),
-    }
 }
 
 /// Asks for the device name to be typed back, on the terminal.
@@ -216,6 +238,8 @@ pub fn prepare(
     let uuid = luks
         .format(&dev.path, &pass, opts.kdf)
         .map_err(|e| step("LUKS formatting")(&e))?;
+    luks.mark(&dev.path, &cfg.drive.luks_subsystem)
+        .map_err(|e| step("marking the LUKS header")(&e))?;
     progress.step("Adding the recovery key");
     let recovery = luks::recovery_key().map_err(|e| step("generating the recovery key")(&e))?;
     luks.add_key(&dev.path, &pass, &recovery, opts.kdf)

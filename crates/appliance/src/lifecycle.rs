@@ -362,7 +362,11 @@ fn start_steps(
         (dev.path.clone(), Some(dev))
     } else {
         let t = Instant::now();
-        let dev = drive::choose(opts.device.as_deref(), &cfg.drive.remembered_drive_file)?;
+        let dev = drive::choose(
+            opts.device.as_deref(),
+            &cfg.drive.remembered_drive_file,
+            &cfg.drive.luks_subsystem,
+        )?;
         let Some(uuid) = parts.luks.uuid(&dev.path)? else {
             return Err(LuksError::NotLuks(dev.path.clone()).into());
         };
@@ -437,6 +441,11 @@ fn start_steps(
         progress.note(&format!("repaired {r}"));
     }
     report.timings.add("verify layout", t);
+    if !opts.no_decryption
+        && let Some(b) = &backing
+    {
+        mark_if_unmarked(cfg, parts, &b.path, progress, report);
+    }
     if !opts.start_units {
         return Ok(());
     }
@@ -542,6 +551,35 @@ fn remember_if_new(cfg: &Config, uuid: &str, progress: &dyn Progress, report: &m
                 Err(e) => report.warnings.push(e.to_string()),
             }
         }
+        Err(e) => report.warnings.push(e.to_string()),
+    }
+}
+
+/// A drive prepared before `init` marked its LUKS header gets the mark once
+/// its layout has proved it ours, so that a new SD card recognises it too.
+fn mark_if_unmarked(
+    cfg: &Config,
+    parts: &Parts,
+    dev: &Path,
+    progress: &dyn Progress,
+    report: &mut StartReport,
+) {
+    let Ok(blockdev::Signature::Luks {
+        version: 2,
+        subsystem,
+        ..
+    }) = blockdev::probe(dev)
+    else {
+        return;
+    };
+    if !subsystem.is_empty() {
+        return;
+    }
+    match parts.luks.mark(dev, &cfg.drive.luks_subsystem) {
+        Ok(()) => progress.note(&format!(
+            "marked {} as the appliance drive in its LUKS header",
+            dev.display()
+        )),
         Err(e) => report.warnings.push(e.to_string()),
     }
 }

@@ -78,6 +78,9 @@ pub trait Luks {
         new: &Passphrase,
         kdf: Kdf,
     ) -> Result<(), LuksError>;
+    /// Writes `subsystem` into the LUKS2 header's subsystem field (the
+    /// label stays empty), so that the drive is recognised while locked.
+    fn mark(&self, device: &Path, subsystem: &str) -> Result<(), LuksError>;
     fn open(&self, device: &Path, name: &str, passphrase: &Passphrase) -> Result<(), LuksError>;
     fn close(&self, name: &str) -> Result<(), LuksError>;
     /// The active mapping with this name, if any.
@@ -210,6 +213,16 @@ impl Luks for Cryptsetup {
             }
             Err(e) => Err(crypt("add a key slot to", device.display())(e)),
         }
+    }
+
+    fn mark(&self, device: &Path, subsystem: &str) -> Result<(), LuksError> {
+        let mut dev = CryptInit::init(device).map_err(crypt("open", device.display()))?;
+        dev.context_handle()
+            .load::<()>(Some(EncryptionFormat::Luks2), None)
+            .map_err(crypt("read the LUKS header of", device.display()))?;
+        dev.context_handle()
+            .set_label(None, Some(subsystem))
+            .map_err(crypt("mark the LUKS header of", device.display()))
     }
 
     fn open(&self, device: &Path, name: &str, passphrase: &Passphrase) -> Result<(), LuksError> {

@@ -41,6 +41,23 @@ pub struct DriveStatus {
     pub mount_point: String,
     pub free_bytes: Option<u64>,
     pub total_bytes: Option<u64>,
+    /// Percent of the drive in use, when mounted.
+    pub used_percent: Option<f64>,
+    /// Nothing remembered, but this device carries the appliance's LUKS mark.
+    pub unremembered_appliance_drive: Option<String>,
+    /// The remembered-drive file exists but cannot be read.
+    pub remembered_error: Option<String>,
+}
+
+/// From this share of the drive in use, status warns and says what to do.
+pub const DRIVE_FULL_WARN_PERCENT: f64 = 90.0;
+
+/// The advice for a drive that is nearly or completely full.
+pub fn drive_full_advice(used_percent: f64, free_bytes: u64) -> String {
+    format!(
+        "the drive is {used_percent:.0} % full ({} free): Immich, its database and the backups stop working when it is full. Delete what you do not need in Immich and empty its trash, or move to a larger drive (docs/disaster-recovery.md, \"moving to a new drive\")",
+        blockdev::human_bytes(free_bytes)
+    )
 }
 
 #[derive(Debug, Serialize)]
@@ -91,10 +108,25 @@ pub fn gather(cfg: &Config, parts: &Parts) -> Status {
         mount_point: cfg.drive.mount_point.display().to_string(),
         ..Default::default()
     };
-    if let Ok(Some(r)) = drive::load(&cfg.drive.remembered_drive_file) {
-        let link = drive::by_uuid(&r.luks_uuid);
-        d.present_at = link.canonicalize().ok().map(|p| p.display().to_string());
-        d.remembered_uuid = Some(r.luks_uuid);
+    match drive::load(&cfg.drive.remembered_drive_file) {
+        Ok(Some(r)) => {
+            let link = drive::by_uuid(&r.luks_uuid);
+            d.present_at = link.canonicalize().ok().map(|p| p.display().to_string());
+            d.remembered_uuid = Some(r.luks_uuid);
+        }
+        Ok(None) => {
+            if let drive::DriveError::NotRemembered { found } = drive::unremembered(
+                std::path::Path::new("/sys"),
+                std::path::Path::new("/dev"),
+                &cfg.drive.luks_subsystem,
+            ) {
+                d.unremembered_appliance_drive = found.first().map(|p| p.display().to_string());
+            }
+        }
+        Err(e) => {
+            advice.push(e.to_string());
+            d.remembered_error = Some(e.to_string());
+        }
     }
     let mapping = parts.luks.mapping(mapper).ok().flatten();
     d.unlocked = mapping.is_some();
@@ -109,6 +141,13 @@ pub fn gather(cfg: &Config, parts: &Parts) -> Status {
     {
         d.free_bytes = Some(disk.available_space());
         d.total_bytes = Some(disk.total_space());
+        if disk.total_space() > 0 {
+            let used = 100.0 * (1.0 - disk.available_space() as f64 / disk.total_space() as f64);
+            d.used_percent = Some(used);
+            if used >= DRIVE_FULL_WARN_PERCENT {
+                advice.push(drive_full_advice(used, disk.available_space()));
+            }
+        }
     }
 
     let units: Vec<UnitStatus> = cfg
@@ -202,7 +241,17 @@ pub fn gather(cfg: &Config, parts: &Parts) -> Status {
     } else if d.mounted && stack_up && immich.answers {
         ("running", "Immich is running".to_owned())
     } else if !d.unlocked && !d.mounted && !any_up {
-        if d.present_at.is_some() || d.remembered_uuid.is_none() {
+        if let Some(dev) = &d.unremembered_appliance_drive {
+            advice.push(format!(
+                "{dev} looks like your appliance drive (this SD card does not remember it yet): unlock it with `sudo immich-server --start --immich-drive {dev}`; do not run init on it"
+            ));
+        } else if d.remembered_error.is_some() {
+            // The repair is in the advice already.
+        } else if d.remembered_uuid.is_none() {
+            advice.push(
+                "prepare a drive with `sudo immich-server init --immich-drive /dev/sdX`, or plug in your appliance drive".into(),
+            );
+        } else if d.present_at.is_some() {
             advice.push("start with `sudo immich-server --start`".into());
         } else {
             advice.push("plug in the drive, then `sudo immich-server --start`".into());
@@ -342,7 +391,13 @@ pub fn render(s: &Status) -> String {
     let mut drive = match (&d.remembered_uuid, &d.present_at) {
         (Some(u), Some(p)) => format!("{p} (LUKS {u})"),
         (Some(u), None) => format!("not plugged in (LUKS {u})"),
-        (None, _) => "none remembered yet (run `immich-server init`)".into(),
+        (None, _) if d.remembered_error.is_some() => {
+            "unknown (the file that remembers it is damaged)".into()
+        }
+        (None, _) => match &d.unremembered_appliance_drive {
+            Some(dev) => format!("{dev} is an appliance drive this SD card does not remember"),
+            None => "none remembered yet".into(),
+        },
     };
     drive.push_str(if d.mounted {
         ", unlocked, mounted"
