@@ -248,7 +248,7 @@ pub fn run(opts: &RunOptions) -> Result<RunResult> {
         if boot_secs.is_none() && ctl.join("out/test.log").exists() {
             boot_secs = Some(started.elapsed().as_secs_f64());
         }
-        serve_requests(&ctl.join("requests"), &qmp_sock)?;
+        serve_requests(&ctl.join("requests"), &qmp_sock, opts.bus, &disk_files)?;
         if started.elapsed() > opts.timeout {
             eprintln!(
                 "vmtest: time limit of {} s reached; stopping qemu",
@@ -326,7 +326,7 @@ fn marker(console: &Path) -> Option<i32> {
 
 /// Answers the guest's requests: `<id>.req` holds a command, the host writes
 /// `<id>.done` with "ok" or "error: ...".
-fn serve_requests(dir: &Path, qmp: &Path) -> Result<()> {
+fn serve_requests(dir: &Path, qmp: &Path, bus: Bus, disks: &[PathBuf]) -> Result<()> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Ok(());
     };
@@ -341,7 +341,7 @@ fn serve_requests(dir: &Path, qmp: &Path) -> Result<()> {
         }
         let cmd = fs::read_to_string(&p)?.trim().to_owned();
         eprintln!("vmtest: guest asks: {cmd}");
-        let answer = match handle(&cmd, qmp) {
+        let answer = match handle(&cmd, qmp, bus, disks) {
             Ok(()) => "ok".to_owned(),
             Err(e) => format!("error: {e:#}"),
         };
@@ -353,9 +353,41 @@ fn serve_requests(dir: &Path, qmp: &Path) -> Result<()> {
     Ok(())
 }
 
-fn handle(cmd: &str, qmp: &Path) -> Result<()> {
+fn handle(cmd: &str, qmp: &Path, bus: Bus, disks: &[PathBuf]) -> Result<()> {
     let words: Vec<&str> = cmd.split_whitespace().collect();
     match words.as_slice() {
+        // The same disk file back on the same port, as a person plugging the
+        // drive in again: qemu dropped the old block backend with the device,
+        // so a new one is added under a fresh node name.
+        ["plug", n] => {
+            let n: usize = n.parse().context("plug takes a disk index")?;
+            let file = disks.get(n).context("no such disk")?;
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis();
+            let node = format!("replug{n}-{stamp}");
+            let mut q = Qmp::connect(qmp)?;
+            q.execute(
+                "blockdev-add",
+                serde_json::json!({
+                    "node-name": node,
+                    "driver": "raw",
+                    "file": { "driver": "file", "filename": file.display().to_string() },
+                }),
+            )?;
+            let device = match bus {
+                Bus::Usb => serde_json::json!({
+                    "driver": "usb-storage", "bus": "xhci.0", "drive": node,
+                    "serial": serial(n), "id": format!("extdisk{n}"),
+                }),
+                Bus::Virtio => serde_json::json!({
+                    "driver": "virtio-blk-pci", "bus": format!("rp{n}"), "drive": node,
+                    "serial": serial(n), "id": format!("extdisk{n}"),
+                }),
+            };
+            q.execute("device_add", device)
+        }
         ["unplug", n] => {
             let n: usize = n.parse().context("unplug takes a disk index")?;
             let mut q = Qmp::connect(qmp)?;

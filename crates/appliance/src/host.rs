@@ -10,6 +10,39 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
+/// Space on the filesystem holding `path`, as an unprivileged user may use
+/// it (ext4 keeps a reserve for root that Immich cannot use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Space {
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+}
+
+impl Space {
+    /// Percent in use, counting root's reserve as used.
+    pub fn used_percent(&self) -> f64 {
+        if self.total_bytes == 0 {
+            return 0.0;
+        }
+        100.0 * (1.0 - self.free_bytes as f64 / self.total_bytes as f64)
+    }
+
+    /// Too little left for PostgreSQL to start and write its journal: under
+    /// 1 % or 64 MiB, whichever is more.
+    pub fn is_full(&self) -> bool {
+        self.free_bytes < (self.total_bytes / 100).max(64 << 20)
+    }
+}
+
+pub fn space(path: &Path) -> std::io::Result<Space> {
+    let st = nix::sys::statvfs::statvfs(path).map_err(std::io::Error::from)?;
+    let frag = st.fragment_size() as u64;
+    Ok(Space {
+        free_bytes: st.blocks_available() as u64 * frag,
+        total_bytes: st.blocks() as u64 * frag,
+    })
+}
+
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }

@@ -83,6 +83,15 @@ pub enum Cause {
     ForeignMount { what: String, point: PathBuf },
     #[error("{0}")]
     Other(String),
+    #[error(
+        "the drive is full ({free} free of {total}), and that is the likely cause: PostgreSQL and Immich cannot start without free space. {inner}\nNothing was lost. To go on, free space on it (docs/after-a-reboot.md, \"The drive is full\") or restore the backup onto a larger drive (docs/disaster-recovery.md, part A)",
+        free = crate::blockdev::human_bytes(space.free_bytes),
+        total = crate::blockdev::human_bytes(space.total_bytes)
+    )]
+    DriveFull {
+        space: host::Space,
+        inner: Box<Cause>,
+    },
     #[error("Immich did not answer {url}/api/server/ping within {secs} s{tail}", tail = fmt_tail(journal))]
     ImmichTimeout {
         url: String,
@@ -133,6 +142,7 @@ impl Cause {
             Cause::Luks(LuksError::Busy(_)) | Cause::Busy { .. } => Exit::Busy,
             Cause::Unit(_) => Exit::Unit,
             Cause::ImmichTimeout { .. } => Exit::Immich,
+            Cause::DriveFull { .. } => Exit::Drive,
             _ => Exit::Failure,
         }
     }
@@ -277,6 +287,7 @@ pub fn start(
             Ok(report)
         }
         Err(cause) => {
+            let cause = name_a_full_drive(cfg, cause);
             // The binary prints the cause once; this is the log's record of it.
             tracing::info!(error = %cause, "start failed; rolling back");
             let (undone, undo_failed) = rollback(cfg, parts, &undo, progress);
@@ -382,6 +393,21 @@ fn start_steps(
     };
     report.device = backing.as_ref().map(|b| b.path.clone());
 
+    // What an earlier failure left behind must not stop this start: our
+    // failed units keep a stale transient mount unit loaded (its name then
+    // cannot be used again) and carry systemd's start rate limit.
+    let t = Instant::now();
+    for unit in cfg
+        .units
+        .stack
+        .iter()
+        .chain(&cfg.units.after_start)
+        .chain(std::iter::once(&cfg.mount_unit()))
+    {
+        parts.systemd.reset_failed(unit)?;
+    }
+    report.timings.add("clear failed units", t);
+
     // 2-3. Check and mount, unless it is mounted already.
     match &mounted {
         Some(m) => {
@@ -441,6 +467,14 @@ fn start_steps(
         progress.note(&format!("repaired {r}"));
     }
     report.timings.add("verify layout", t);
+    if let Ok(space) = host::space(&cfg.drive.mount_point)
+        && space.used_percent() >= crate::status::DRIVE_FULL_WARN_PERCENT
+    {
+        report.warnings.push(crate::status::drive_full_advice(
+            space.used_percent(),
+            space.free_bytes,
+        ));
+    }
     if !opts.no_decryption
         && let Some(b) = &backing
     {
@@ -484,6 +518,20 @@ fn start_steps(
     report.urls = net::urls(cfg, parts.addresses);
     report.timings.add("find URLs", t);
     Ok(())
+}
+
+/// A start that fails on a full drive says so, instead of leaving the owner
+/// to find "No space left on device" in PostgreSQL's journal. Only while the
+/// drive is mounted: the mount point alone is the SD card.
+fn name_a_full_drive(cfg: &Config, cause: Cause) -> Cause {
+    let mounted = !blockdev::mounts_at(&blockdev::mountinfo(), &cfg.drive.mount_point).is_empty();
+    match host::space(&cfg.drive.mount_point) {
+        Ok(space) if mounted && space.is_full() => Cause::DriveFull {
+            space,
+            inner: Box::new(cause),
+        },
+        _ => cause,
+    }
 }
 
 fn describe_usage(u: &blockdev::Usage) -> String {

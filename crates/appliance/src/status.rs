@@ -55,7 +55,7 @@ pub const DRIVE_FULL_WARN_PERCENT: f64 = 90.0;
 /// The advice for a drive that is nearly or completely full.
 pub fn drive_full_advice(used_percent: f64, free_bytes: u64) -> String {
     format!(
-        "the drive is {used_percent:.0} % full ({} free): Immich, its database and the backups stop working when it is full. Delete what you do not need in Immich and empty its trash, or move to a larger drive (docs/disaster-recovery.md, \"moving to a new drive\")",
+        "the drive is {used_percent:.0} % full ({} free): Immich, its database and the backups stop working when it is full. Delete what you do not need in Immich and empty its trash, or restore the backup onto a larger drive (docs/after-a-reboot.md, \"The drive is full\")",
         blockdev::human_bytes(free_bytes)
     )
 }
@@ -134,19 +134,13 @@ pub fn gather(cfg: &Config, parts: &Parts) -> Status {
     d.backing_device = mapping.map(|m| m.device.display().to_string());
     d.mounted = !blockdev::mounts_at(&blockdev::mountinfo(), &cfg.drive.mount_point).is_empty();
     if d.mounted
-        && let Ok(disks) = sysinfo::Disks::new_with_refreshed_list()
-        && let Some(disk) = disks
-            .iter()
-            .find(|x| x.mount_point() == cfg.drive.mount_point)
+        && let Ok(space) = crate::host::space(&cfg.drive.mount_point)
     {
-        d.free_bytes = Some(disk.available_space());
-        d.total_bytes = Some(disk.total_space());
-        if disk.total_space() > 0 {
-            let used = 100.0 * (1.0 - disk.available_space() as f64 / disk.total_space() as f64);
-            d.used_percent = Some(used);
-            if used >= DRIVE_FULL_WARN_PERCENT {
-                advice.push(drive_full_advice(used, disk.available_space()));
-            }
+        d.free_bytes = Some(space.free_bytes);
+        d.total_bytes = Some(space.total_bytes);
+        d.used_percent = Some(space.used_percent());
+        if space.used_percent() >= DRIVE_FULL_WARN_PERCENT {
+            advice.push(drive_full_advice(space.used_percent(), space.free_bytes));
         }
     }
 

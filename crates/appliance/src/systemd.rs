@@ -28,6 +28,10 @@ pub enum UnitError {
     },
     #[error("unit {unit} does not exist (is the NixOS module enabled and the system switched?)")]
     NotFound { unit: String },
+    #[error(
+        "systemd still holds {unit} from an earlier run and does not let it go. Run `sudo systemctl stop {unit}` and `sudo systemctl reset-failed`, then start again"
+    )]
+    Stale { unit: String },
 }
 
 fn fmt_tail(journal: &str) -> String {
@@ -97,14 +101,30 @@ pub trait Systemd {
     fn start(&self, unit: &str, timeout: Duration) -> Result<(), UnitError>;
     fn stop(&self, unit: &str, timeout: Duration) -> Result<(), UnitError>;
     fn state(&self, unit: &str) -> Result<UnitState, UnitError>;
+    /// Clears a unit's failed state and start rate limit, as
+    /// `systemctl reset-failed UNIT` does; a unit that is not loaded is fine.
+    fn reset_failed(&self, unit: &str) -> Result<(), UnitError>;
     fn mount(&self, spec: &MountSpec, timeout: Duration) -> Result<(), UnitError>;
+    /// The last lines of the unit's journal for this boot, for error reports.
+    fn journal_tail(&self, unit: &str, lines: usize) -> String;
+}
+
+/// The one thing the throttler asks of systemd: a slice's CPU quota.
+pub trait CpuQuota {
     /// Sets `CPUQuotaPerSecUSec` at runtime; `None` removes the limit.
     fn set_cpu_quota(&self, unit: &str, usec_per_sec: Option<u64>) -> Result<(), UnitError>;
     /// The current `CPUQuotaPerSecUSec`, `None` when unlimited.
     fn cpu_quota(&self, unit: &str) -> Result<Option<u64>, UnitError>;
-    /// The last lines of the unit's journal for this boot, for error reports.
-    fn journal_tail(&self, unit: &str, lines: usize) -> String;
 }
+
+/// Every D-Bus call waits at most this long for systemd's answer (the
+/// reference D-Bus library's default), so that a wedged systemd cannot hang
+/// a start; waiting for a job to finish has its own, longer limit.
+const DBUS_CALL_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// How long `mount` waits for systemd to collect a transient mount unit
+/// left from an earlier run before it gives up on the name.
+const STALE_MOUNT_WAIT: Duration = Duration::from_secs(5);
 
 /// systemd's "no limit" value for time properties.
 const USEC_INFINITY: u64 = u64::MAX;
@@ -119,7 +139,10 @@ pub struct DbusSystemd {
 impl DbusSystemd {
     pub fn system(journalctl: &str) -> Result<Self, UnitError> {
         let conn = zbus::block_on(async {
-            let conn = Connection::system().await?;
+            let conn = zbus::connection::Builder::system()
+                .method_timeout(DBUS_CALL_TIMEOUT)
+                .build()
+                .await?;
             // Without a subscriber systemd may not emit job signals at all;
             // one subscription per connection (a second one is an error).
             ManagerProxy::new(&conn).await?.subscribe().await?;
@@ -306,26 +329,73 @@ impl Systemd for DbusSystemd {
         })?)
     }
 
+    fn reset_failed(&self, unit: &str) -> Result<(), UnitError> {
+        let r = zbus::block_on(async {
+            ManagerProxy::new(&self.conn)
+                .await?
+                .reset_failed_unit(unit.to_owned())
+                .await
+        });
+        match r {
+            Err(zbus::Error::MethodError(name, _, _))
+                if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" =>
+            {
+                Ok(())
+            }
+            other => Ok(other?),
+        }
+    }
+
     fn mount(&self, spec: &MountSpec, timeout: Duration) -> Result<(), UnitError> {
         let unit = path_unit_name(&spec.r#where, "mount");
         // A failed transient unit lingers until reset; clear it so the name
         // can be used again.
-        let _ = zbus::block_on(async {
-            ManagerProxy::new(&self.conn)
-                .await?
-                .reset_failed_unit(unit.clone())
-                .await
-        });
-        let props = mount_properties(spec)?;
-        self.run_job(&unit, "mount", timeout, |m| {
-            let unit = unit.clone();
-            async move {
-                m.start_transient_unit(unit, "fail".into(), props, vec![])
-                    .await
+        self.reset_failed(&unit)?;
+        // A transient unit from an earlier run that is still loaded (because a
+        // failed unit referred to it until its own reset) keeps its name taken
+        // until systemd collects it, which happens soon after the last
+        // reference goes: wait for that instead of failing the start.
+        let deadline = Instant::now() + STALE_MOUNT_WAIT;
+        loop {
+            let props = mount_properties(spec)?;
+            let r = self.run_job(&unit, "mount", timeout, |m| {
+                let unit = unit.clone();
+                async move {
+                    m.start_transient_unit(unit, "fail".into(), props, vec![])
+                        .await
+                }
+            });
+            match r {
+                Err(UnitError::Bus(msg))
+                    if msg.contains("UnitExists") && Instant::now() < deadline =>
+                {
+                    tracing::info!(unit, "a mount unit from an earlier run is still loaded; waiting for systemd to collect it");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(UnitError::Bus(msg)) if msg.contains("UnitExists") => {
+                    return Err(UnitError::Stale { unit });
+                }
+                other => return other,
             }
-        })
+        }
     }
 
+    fn journal_tail(&self, unit: &str, lines: usize) -> String {
+        let out = std::process::Command::new(&self.journalctl)
+            .args(["--no-pager", "--quiet", "-b", "-o", "short-precise", "-n"])
+            .arg(lines.to_string())
+            .arg("-u")
+            .arg(unit)
+            .stdin(std::process::Stdio::null())
+            .output();
+        match out {
+            Ok(o) => String::from_utf8_lossy(&o.stdout).trim_end().to_owned(),
+            Err(e) => format!("(could not run {}: {e})", self.journalctl),
+        }
+    }
+}
+
+impl CpuQuota for DbusSystemd {
     fn set_cpu_quota(&self, unit: &str, usec_per_sec: Option<u64>) -> Result<(), UnitError> {
         let value: OwnedVariant = Variant::U64(usec_per_sec.unwrap_or(USEC_INFINITY))
             .try_into()
@@ -356,20 +426,6 @@ impl Systemd for DbusSystemd {
             u64::try_from(v)
         })?;
         Ok((v != USEC_INFINITY).then_some(v))
-    }
-
-    fn journal_tail(&self, unit: &str, lines: usize) -> String {
-        let out = std::process::Command::new(&self.journalctl)
-            .args(["--no-pager", "--quiet", "-b", "-o", "short-precise", "-n"])
-            .arg(lines.to_string())
-            .arg("-u")
-            .arg(unit)
-            .stdin(std::process::Stdio::null())
-            .output();
-        match out {
-            Ok(o) => String::from_utf8_lossy(&o.stdout).trim_end().to_owned(),
-            Err(e) => format!("(could not run {}: {e})", self.journalctl),
-        }
     }
 }
 
@@ -580,32 +636,16 @@ mod tests {
 }
 
 /// For the throttler's footprint benchmark on a machine without systemd:
-/// the CPU quota is "unlimited" and setting it does nothing. Everything
-/// else is refused.
+/// the CPU quota is "unlimited" and setting it does nothing.
 #[derive(Debug)]
 pub struct QuotaDisabled;
 
-impl Systemd for QuotaDisabled {
-    fn start(&self, unit: &str, _: Duration) -> Result<(), UnitError> {
-        Err(UnitError::Bus(format!("no systemd here (start {unit})")))
-    }
-    fn stop(&self, unit: &str, _: Duration) -> Result<(), UnitError> {
-        Err(UnitError::Bus(format!("no systemd here (stop {unit})")))
-    }
-    fn state(&self, unit: &str) -> Result<UnitState, UnitError> {
-        Err(UnitError::Bus(format!("no systemd here (state {unit})")))
-    }
-    fn mount(&self, _: &MountSpec, _: Duration) -> Result<(), UnitError> {
-        Err(UnitError::Bus("no systemd here (mount)".into()))
-    }
+impl CpuQuota for QuotaDisabled {
     fn set_cpu_quota(&self, _: &str, _: Option<u64>) -> Result<(), UnitError> {
         Ok(())
     }
     fn cpu_quota(&self, _: &str) -> Result<Option<u64>, UnitError> {
         Ok(None)
-    }
-    fn journal_tail(&self, _: &str, _: usize) -> String {
-        String::new()
     }
 }
 
@@ -627,14 +667,11 @@ pub mod tests_support {
         fn state(&self, unit: &str) -> Result<UnitState, UnitError> {
             panic!("systemd must not be used here (state {unit})")
         }
+        fn reset_failed(&self, unit: &str) -> Result<(), UnitError> {
+            panic!("systemd must not be used here (reset-failed {unit})")
+        }
         fn mount(&self, _: &MountSpec, _: Duration) -> Result<(), UnitError> {
             panic!("systemd must not be used here (mount)")
-        }
-        fn set_cpu_quota(&self, unit: &str, _: Option<u64>) -> Result<(), UnitError> {
-            panic!("systemd must not be used here (quota {unit})")
-        }
-        fn cpu_quota(&self, unit: &str) -> Result<Option<u64>, UnitError> {
-            panic!("systemd must not be used here (quota {unit})")
         }
         fn journal_tail(&self, _: &str, _: usize) -> String {
             panic!("systemd must not be used here (journal)")

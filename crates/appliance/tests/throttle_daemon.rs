@@ -10,7 +10,7 @@ use std::time::Duration;
 use appliance::config::Config;
 use appliance::immich::{Client, ImmichApi};
 use appliance::sd_notify::Notify;
-use appliance::systemd::{MountSpec, Systemd, UnitError, UnitState};
+use appliance::systemd::{CpuQuota, UnitError};
 use appliance::throttle::daemon::{self, Daemon, Parts};
 use appliance::throttle::sysfs::{self, CpuFreq, Sysfs};
 use fake_immich::{Fake, Options};
@@ -18,28 +18,13 @@ use fake_immich::{Fake, Options};
 #[derive(Default)]
 struct Quota(RefCell<Option<u64>>);
 
-impl Systemd for Quota {
-    fn start(&self, _: &str, _: Duration) -> Result<(), UnitError> {
-        unreachable!()
-    }
-    fn stop(&self, _: &str, _: Duration) -> Result<(), UnitError> {
-        unreachable!()
-    }
-    fn state(&self, _: &str) -> Result<UnitState, UnitError> {
-        unreachable!()
-    }
-    fn mount(&self, _: &MountSpec, _: Duration) -> Result<(), UnitError> {
-        unreachable!()
-    }
+impl CpuQuota for Quota {
     fn set_cpu_quota(&self, _: &str, usec: Option<u64>) -> Result<(), UnitError> {
         *self.0.borrow_mut() = usec;
         Ok(())
     }
     fn cpu_quota(&self, _: &str) -> Result<Option<u64>, UnitError> {
         Ok(*self.0.borrow())
-    }
-    fn journal_tail(&self, _: &str, _: usize) -> String {
-        String::new()
     }
 }
 

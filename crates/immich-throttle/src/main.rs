@@ -10,7 +10,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use appliance::config::Config;
 use appliance::immich::{self, Client};
 use appliance::sd_notify::{self, Notify};
-use appliance::systemd::{self, DbusSystemd, Systemd};
+use appliance::systemd::{self, CpuQuota, DbusSystemd, Systemd};
 use appliance::throttle::daemon::{self, Daemon, Parts, Status};
 use appliance::throttle::sysfs::{self, Sysfs};
 use appliance::{host, secret};
@@ -240,7 +240,7 @@ fn daemon_main(cfg: &Config, without_quota: bool) -> Result<(), Fail> {
     let s = sensors(cfg);
     let dbus;
     let none = systemd::QuotaDisabled;
-    let systemd: &dyn Systemd = if without_quota {
+    let systemd: &dyn CpuQuota = if without_quota {
         tracing::warn!("--without-quota: the CPU quota is not used (benchmark mode)");
         &none
     } else {

@@ -5,6 +5,8 @@
 # The USB drive is pulled out while everything runs: the services stop
 # because they are bound to the mount, nothing is written under the mount
 # point on the root disk, status says what happened, and stop cleans up.
+# Plugged in again without a reboot, the drive starts as before: start
+# clears the failed units and the stale mount unit the pull left behind.
 . "$VM_LIB/common.sh"
 . "$VM_LIB/appliance.sh"
 appliance_setup
@@ -42,5 +44,15 @@ check "the host pulls the USB drive out" unplug
 check "the services stop on their own (bound to the mount) and it is unmounted" services_stop
 check "nothing is written under the mount point on the root disk" nothing_written_on_the_root_disk
 check "status says the drive was unplugged and what to do" status_says_unplugged
+plug_back_and_start() {
+	host_request plug 0 || return 1
+	wait_for 30 test -b "$VM_DISK" || return 1
+	local out
+	out=$(appliance_start 2>&1) || { echo "$out"; systemctl --no-pager list-units --all 'srv-*' 'immich*'; return 1; }
+	echo "$out"
+	all_stack_active && is_mounted "$MP"
+}
 check "stop closes the stale mapping" stop_cleans_up
+check "plugged in again, start works without a reboot or reset-failed" plug_back_and_start
+check "and stops" appliance_stop
 finish

@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::host;
 use crate::immich::{self, ImmichApi};
 use crate::sd_notify::Notify;
-use crate::systemd::Systemd;
+use crate::systemd::CpuQuota;
 
 /// What the daemon changed, kept on disk so that a crashed run's changes are
 /// undone: the clock and quota it found, and its queue steps.
@@ -95,7 +95,7 @@ pub struct Status {
 pub struct Parts<'a> {
     pub sensors: &'a dyn Sensors,
     pub cpufreq: &'a dyn CpuFreq,
-    pub systemd: &'a dyn Systemd,
+    pub systemd: &'a dyn CpuQuota,
     /// None when there is no API key: clock and quota control go on.
     pub immich: Option<&'a dyn ImmichApi>,
     /// Why there is no Immich API, when there is none.
