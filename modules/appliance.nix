@@ -196,7 +196,12 @@ in
     services.immich-appliance.settings = deepDefault (lib.recursiveUpdate defaults computed);
 
     environment.etc."immich-appliance/config.toml".source = settingsFormat.generate "immich-appliance-config.toml" s;
-    environment.systemPackages = [ cfg.package ];
+    # cryptsetup for the documented repairs by hand (docs/after-a-reboot.md):
+    # a filesystem check e2fsck -p cannot fix, a full drive.
+    environment.systemPackages = [
+      cfg.package
+      pkgs.cryptsetup
+    ];
 
     # Fail the build, not the first unlock, on a config the tools reject.
     system.checks = lib.optional (pkgs.stdenv.buildPlatform.canExecute pkgs.stdenv.hostPlatform) (

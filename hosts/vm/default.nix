@@ -15,20 +15,15 @@
     graphics = false;
     # MiB: the virtual USB drive.
     emptyDiskImages = [ 8192 ];
-    # Reachable from this PC only: http://127.0.0.1:2283 and
-    # `ssh -p 2222 admin@127.0.0.1`.
+    # Immich is reachable from this PC only, at http://127.0.0.1:2283. There
+    # is no SSH forward: the VM has no key to log in with; its console logs
+    # you in instead.
     forwardPorts = [
       {
         from = "host";
         host.address = "127.0.0.1";
         host.port = 2283;
         guest.port = 2283;
-      }
-      {
-        from = "host";
-        host.address = "127.0.0.1";
-        host.port = 2222;
-        guest.port = 22;
       }
     ];
   };

@@ -464,52 +464,97 @@ lib.runTests {
     };
   };
 
-  # Hosts.
-  testRpi4Host = {
-    expr = {
-      failed = failedAssertions e.rpi4;
-      kernel = e.rpi4.boot.kernelPackages.kernel.version;
-      fdtdir = e.rpi4.boot.loader.generic-extlinux-compatible.useGenerationDeviceTree;
-      uboot = e.rpi4.hardware.raspberry-pi.firmware.uboot.enable;
-      warningsShown = e.rpi4.hardware.raspberry-pi.configtxt.settings.all.avoid_warnings;
-      keysFromCard = e.rpi4.services.immich-appliance.access.importKeysFromBootPartition;
-      ml = e.rpi4.services.immich.machine-learning.enable;
-      image = e.rpi4.image.baseName;
-      stateVersion = e.rpi4.system.stateVersion;
-    };
+  # Hosts: what an owner's module on top of them can change, and what the
+  # host's choices make of the generated config (not the host's own values
+  # read back, which cannot fail).
+  testAnOwnerCanChangeWhatTheRpi4HostChose = {
+    expr =
+      let
+        c = e.bareConfig [
+          ../../hosts/rpi4
+          ../../images/sd-image.nix
+          {
+            networking.hostName = "photos";
+            time.timeZone = "Europe/Berlin";
+            boot.kernelPackages = e.pkgs.linuxPackages // {
+              owner = "me";
+            };
+            hardware.raspberry-pi.configtxt.settings.all.avoid_warnings = 1;
+            services.immich-appliance = {
+              access.importKeysFromBootPartition = false;
+              access.authorizedKeys = [ e.key ];
+              boardMemoryGiB = 8;
+            };
+          }
+        ];
+      in
+      {
+        failed = failedAssertions c;
+        host = c.networking.hostName;
+        kernel = c.boot.kernelPackages.owner or "host";
+        warnings = c.hardware.raspberry-pi.configtxt.settings.all.avoid_warnings;
+        keysFromCard = c.services.immich-appliance.access.importKeysFromBootPartition;
+        ml = lib.elem "immich-machine-learning.service" (settings c).units.stack;
+      };
     expected = {
       failed = [ ];
-      kernel = e.pkgs.linuxPackages.kernel.version;
-      fdtdir = true;
-      uboot = true;
-      warningsShown = 0;
-      keysFromCard = true;
-      ml = false;
-      image = "immich-appliance-26.05.test-aarch64-linux";
-      stateVersion = "26.05";
+      host = "photos";
+      kernel = "me";
+      warnings = 1;
+      keysFromCard = false;
+      ml = true;
     };
   };
-  testVmHost = {
+  testTheRpi4ImageHasNoMachineLearningAndNoThrottleMissing = {
     expr = {
-      failed = failedAssertions e.vm;
-      autologin = e.vm.services.getty.autologinUser;
-      disks = e.vm.virtualisation.emptyDiskImages;
-      ports = map (p: p.host.address) e.vm.virtualisation.forwardPorts;
-      stack = (settings e.vm).units.stack;
+      failed = failedAssertions e.rpi4;
+      stack = (settings e.rpi4).units.stack;
     };
     expected = {
       failed = [ ];
-      autologin = "admin";
-      disks = [ 8192 ];
-      ports = [
-        "127.0.0.1"
-        "127.0.0.1"
+      stack = [
+        "postgresql.target"
+        "redis-immich.service"
+        "immich-server.service"
+        "immich-throttle.service"
       ];
+    };
+  };
+  # The image module stands on sd-image.nix alone (the stubs have no
+  # sd-image-aarch64.nix, so importing it fails): U-Boot's extlinux, not
+  # GRUB, and only the Pi's own consoles.
+  testTheImageIsBuiltWithoutTheInstallerProfile = {
+    expr = {
+      grub = e.rpi4.boot.loader.grub.enable;
+      extlinux = e.rpi4.boot.loader.generic-extlinux-compatible.enable;
+      consoles = lib.filter (lib.hasPrefix "console=") e.rpi4.boot.kernelParams;
+      boot = lib.hasInfix "-d ./files/boot" e.rpi4.sdImage.populateRootCommands;
+    };
+    expected = {
+      grub = false;
+      extlinux = true;
+      consoles = [
+        "console=ttyS1,115200n8"
+        "console=tty1"
+      ];
+      boot = true;
+    };
+  };
+  testTheVmHasNeitherThrottleNorMachineLearning = {
+    expr = {
+      failed = failedAssertions e.vm;
+      stack = (settings e.vm).units.stack;
+      # No SSH forward: the VM has no key to log in with.
+      ports = map (p: p.guest.port) e.vm.virtualisation.forwardPorts;
+    };
+    expected = {
+      failed = [ ];
       stack = [
         "postgresql.target"
         "redis-immich.service"
         "immich-server.service"
       ];
+      ports = [ 2283 ];
     };
   };
 

@@ -226,12 +226,28 @@ lib.runTests {
             test.nodes.machine
           ]).config;
       in
+      let
+        source = builtins.readFile (../nixos + "/${name}.nix");
+        installed = map (p: p.pname or p.name) c.environment.systemPackages;
+      in
       {
         inherit (test) name;
         failed = failed c;
         disks = lib.length c.virtualisation.emptyDiskImages;
         throttle = c.services.immich-appliance.throttle.enable;
         script = lib.hasInfix "immich-server" test.testScript;
+        # Tools the script runs that NixOS does not install by itself (curl
+        # and e2fsprogs' lsattr it does): each must be on the machine.
+        notInstalled = lib.filter (t: lib.hasInfix "${t} " test.testScript && !lib.elem t installed) [
+          "jq"
+          "cryptsetup"
+        ];
+        # Names come from defaults.toml, never a literal that can drift.
+        literalNames = lib.filter (n: lib.hasInfix n source) [
+          "/srv/immich"
+          "/dev/mapper/immich"
+          "immich-data"
+        ];
       }
     ) [
       "lifecycle"
@@ -241,6 +257,8 @@ lib.runTests {
     expected = [
       {
         name = "immich-appliance-lifecycle";
+        notInstalled = [ ];
+        literalNames = [ ];
         failed = [ ];
         disks = 1;
         throttle = false;
@@ -248,6 +266,8 @@ lib.runTests {
       }
       {
         name = "immich-appliance-unplug";
+        notInstalled = [ ];
+        literalNames = [ ];
         failed = [ ];
         disks = 1;
         throttle = false;
@@ -255,6 +275,8 @@ lib.runTests {
       }
       {
         name = "immich-appliance-backup-restore";
+        notInstalled = [ ];
+        literalNames = [ ];
         failed = [ ];
         disks = 2;
         throttle = false;

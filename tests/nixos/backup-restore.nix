@@ -5,6 +5,12 @@
 #   nix build .#checks.x86_64-linux.backup-restore
 { self }:
 
+let
+  # Names from the one definition, never a literal.
+  defaults = builtins.fromTOML (builtins.readFile ../../modules/defaults.toml);
+  mountPoint = defaults.drive.mount-point;
+  media = "${mountPoint}/${defaults.layout.media.path}";
+in
 {
   name = "immich-appliance-backup-restore";
 
@@ -31,9 +37,9 @@
         machine.succeed("immich-server --start --passphrase-file /run/pass")
         machine.wait_until_succeeds("curl -sf http://127.0.0.1:2283/api/server/ping")
         machine.succeed(
-            "install -d -o immich -g immich /srv/immich/immich/upload/test",
-            "for i in $(seq 1 50); do head -c 200000 /dev/urandom > /srv/immich/immich/upload/test/IMG_$i.jpg; done",
-            "chown -R immich:immich /srv/immich/immich/upload/test",
+            "install -d -o immich -g immich ${media}/upload/test",
+            "for i in $(seq 1 50); do head -c 200000 /dev/urandom > ${media}/upload/test/IMG_$i.jpg; done",
+            "chown -R immich:immich ${media}/upload/test",
         )
         machine.succeed("immich-server backup setup --repository /var/lib/backup-repo --password-file /run/repo.pass")
         out = machine.succeed("immich-server backup run --json")
@@ -44,7 +50,7 @@
         machine.succeed("immich-server backup drill")
         machine.succeed("immich-server backup status --json | jq -e '.last_drill.outcome == \"success\"'")
 
-    sums = machine.succeed("cd /srv/immich && find immich/upload -type f -print0 | sort -z | xargs -0 sha256sum")
+    sums = machine.succeed("cd ${mountPoint} && find ${defaults.layout.media.path}/upload -type f -print0 | sort -z | xargs -0 sha256sum")
     machine.succeed("immich-server --stop")
 
     with subtest("one command restores onto a new drive"):
@@ -54,7 +60,7 @@
             " --password-file /run/repo.pass --passphrase-file /run/pass"
         )
         machine.wait_until_succeeds("curl -sf http://127.0.0.1:2283/api/server/ping")
-        after = machine.succeed("cd /srv/immich && find immich/upload -type f -print0 | sort -z | xargs -0 sha256sum")
+        after = machine.succeed("cd ${mountPoint} && find ${defaults.layout.media.path}/upload -type f -print0 | sort -z | xargs -0 sha256sum")
         assert sums == after, "the restored files differ"
         machine.succeed("immich-server backup run")
         machine.succeed("immich-server --stop")

@@ -4,6 +4,12 @@
 # immutable mount point. Run with: nix build .#checks.x86_64-linux.lifecycle
 { self }:
 
+let
+  # Names from the one definition, never a literal.
+  defaults = builtins.fromTOML (builtins.readFile ../../modules/defaults.toml);
+  mapper = "/dev/mapper/${defaults.drive.mapper-name}";
+  mountPoint = defaults.drive.mount-point;
+in
 {
   name = "immich-appliance-lifecycle";
 
@@ -24,7 +30,7 @@
     with subtest("the drive is locked: nothing of the stack runs, nothing is mounted"):
         for unit in stack:
             machine.fail(f"systemctl is-active --quiet {unit}")
-        machine.succeed("test -z \"$(ls -A /srv/immich)\"")
+        machine.succeed("test -z \"$(ls -A ${mountPoint})\"")
 
     machine.succeed("printf %s 'correct horse battery staple' > /run/pass")
 
@@ -50,12 +56,14 @@
         out = machine.succeed("immich-server --start --passphrase-file /run/pass")
         assert "nothing to do" in out, out
 
-    with subtest("stop leaves the mount point empty and the drive locked"):
+    with subtest("stop leaves the mount point empty, immutable, and the drive locked"):
         machine.succeed("immich-server --stop")
         for unit in stack:
             machine.fail(f"systemctl is-active --quiet {unit}")
-        machine.succeed("test -z \"$(ls -A /srv/immich)\"")
-        machine.fail("test -e /dev/mapper/immich")
+        machine.succeed("test -z \"$(ls -A ${mountPoint})\"")
+        machine.succeed("lsattr -d ${mountPoint} | cut -d' ' -f1 | grep -q i")
+        machine.fail("touch ${mountPoint}/probe")
+        machine.fail("test -e ${mapper}")
 
     with subtest("a reboot starts nothing"):
         machine.shutdown()

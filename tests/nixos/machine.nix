@@ -2,8 +2,13 @@
 # USB drives, without Pi sensors (no throttler) and without a tailnet.
 { self, disks }:
 
+{ pkgs, ... }:
 {
   imports = [ self.nixosModules.default ];
+
+  # The test scripts read JSON with jq; the appliance installs cryptsetup
+  # itself (docs/after-a-reboot.md uses it), so it is not repeated here.
+  environment.systemPackages = [ pkgs.jq ];
 
   virtualisation = {
     memorySize = 4096;

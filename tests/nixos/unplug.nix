@@ -5,6 +5,12 @@
 #   nix build .#checks.x86_64-linux.unplug
 { self }:
 
+let
+  # Names from the one definition, never a literal.
+  defaults = builtins.fromTOML (builtins.readFile ../../modules/defaults.toml);
+  mapper = "/dev/mapper/${defaults.drive.mapper-name}";
+  mountPoint = defaults.drive.mount-point;
+in
 {
   name = "immich-appliance-unplug";
 
@@ -36,17 +42,17 @@
         machine.succeed(f"echo 1 > /sys/block/{drive}/device/delete")
         for unit in stack:
             machine.wait_until_fails(f"systemctl is-active --quiet {unit}", timeout=120)
-        machine.wait_until_fails("findmnt /srv/immich")
+        machine.wait_until_fails("findmnt ${mountPoint}")
 
     with subtest("nothing is written under the mount point on the SD card"):
-        machine.succeed("test -z \"$(ls -A /srv/immich)\"")
-        machine.fail("touch /srv/immich/probe")
-        machine.succeed("lsattr -d /srv/immich | cut -d' ' -f1 | grep -q i")
+        machine.succeed("test -z \"$(ls -A ${mountPoint})\"")
+        machine.fail("touch ${mountPoint}/probe")
+        machine.succeed("lsattr -d ${mountPoint} | cut -d' ' -f1 | grep -q i")
 
     with subtest("status says the drive was unplugged; stop cleans up"):
         machine.succeed("immich-server --status --json | jq -e '.state == \"unplugged\"'")
         machine.succeed("immich-server --stop")
-        machine.fail("test -e /dev/mapper/immich-data")
+        machine.fail("test -e ${mapper}")
         machine.succeed("immich-server --status --json | jq -e '.state == \"stopped\"'")
   '';
 }

@@ -79,6 +79,8 @@ fn clippy() -> Result<()> {
         "--locked",
         "--workspace",
         "--all-targets",
+        // The contract test builds only with its feature; lint it too.
+        "--all-features",
         "--",
         "-D",
         "warnings",
@@ -100,10 +102,10 @@ fn contract() -> Result<()> {
                 "--locked",
                 "-p",
                 "appliance",
+                "--features",
+                "contract",
                 "--test",
                 "immich_contract",
-                "--",
-                "--ignored",
             ])
             .env("IMMICH_SDK_DIR", &dir),
     )

@@ -5,10 +5,32 @@
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::prelude::*;
 
-/// True when the process runs under systemd, whose journal takes both the
-/// log and stderr: a fatal error then goes to one of them, not both.
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set by [`init`] when the log goes to the journal rather than stderr.
+static LOG_TO_JOURNAL: AtomicBool = AtomicBool::new(false);
+
+/// True when the process runs under systemd (or was started from a process
+/// that does): the log then goes to the journal.
 pub fn under_systemd() -> bool {
     std::env::var_os("JOURNAL_STREAM").is_some() || std::env::var_os("INVOCATION_ID").is_some()
+}
+
+/// True when stderr itself is the journal's stream, as systemd.exec(5)
+/// says to check: JOURNAL_STREAM names its device and inode. A command run
+/// from a service's shell with stderr on a pipe or a terminal is not.
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = stream.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    dev.parse() == Ok(meta.dev()) && ino.parse() == Ok(meta.ino())
 }
 
 /// `verbosity`: -1 quiet, 0 normal, 1 `-v`, 2+ `-vv`.
@@ -30,6 +52,7 @@ pub fn init(verbosity: i8) {
             .with(level)
             .with(journald)
             .try_init();
+        LOG_TO_JOURNAL.store(true, Ordering::Relaxed);
         return;
     }
     let _ = tracing_subscriber::fmt()
@@ -58,13 +81,15 @@ pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// Reports the error a command ends with, once: to the journal under
-/// systemd (where stderr lands too), else on stderr with the program's name.
+/// Reports the error a command ends with, once in each place a person
+/// reads: the journal when the log goes there, and stderr unless stderr is
+/// the journal too. With the log on stderr, only the one line is printed.
 pub fn fatal(program: &str, exit: u8, e: &(dyn std::error::Error + 'static)) {
     let text = error_text(e);
-    if under_systemd() {
+    if LOG_TO_JOURNAL.load(Ordering::Relaxed) {
         tracing::error!(exit, "{text}");
-    } else {
+    }
+    if !stderr_is_journal() {
         eprintln!("{program}: error: {text}");
     }
 }

@@ -369,7 +369,10 @@ impl Systemd for DbusSystemd {
                 Err(UnitError::Bus(msg))
                     if msg.contains("UnitExists") && Instant::now() < deadline =>
                 {
-                    tracing::info!(unit, "a mount unit from an earlier run is still loaded; waiting for systemd to collect it");
+                    tracing::info!(
+                        unit,
+                        "a mount unit from an earlier run is still loaded; waiting for systemd to collect it"
+                    );
                     std::thread::sleep(Duration::from_millis(200));
                 }
                 Err(UnitError::Bus(msg)) if msg.contains("UnitExists") => {

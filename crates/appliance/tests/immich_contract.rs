@@ -123,7 +123,6 @@ fn keys(v: &serde_json::Value) -> BTreeSet<String> {
 }
 
 #[test]
-#[ignore = "needs @immich/sdk: run `cargo xtask ci --only contract`"]
 fn client_routes_exist_in_the_sdk() {
     let sdk = sdk();
     let routes = sdk.routes();
@@ -143,7 +142,6 @@ fn client_routes_exist_in_the_sdk() {
 }
 
 #[test]
-#[ignore = "needs @immich/sdk: run `cargo xtask ci --only contract`"]
 fn queue_names_permissions_and_config_sections_match() {
     let sdk = sdk();
     let queues = sdk.enum_values("QueueName");
@@ -185,7 +183,6 @@ fn queue_names_permissions_and_config_sections_match() {
 }
 
 #[test]
-#[ignore = "needs @immich/sdk: run `cargo xtask ci --only contract`"]
 fn dto_fields_match_and_the_fake_answers_in_the_exact_shapes() {
     let sdk = sdk();
     // Request bodies we send: every field exists, every required field is sent.

@@ -152,7 +152,9 @@ in
       t.str
       t.int
     ]))) { };
+    boot.loader.grub.enable = opt t.bool true;
     boot.loader.generic-extlinux-compatible = {
+      enable = opt t.bool false;
       useGenerationDeviceTree = opt t.bool true;
       populateCmd = opt t.str "/nix/store/00000000000000000000000000000000-extlinux-conf-builder.sh";
     };
@@ -172,6 +174,8 @@ in
 
     # nixos/modules/tasks/network-interfaces.nix, services/networking/firewall.nix
     networking.hostName = opt t.str "nixos";
+    # nixos/modules/config/locale.nix
+    time.timeZone = opt (t.nullOr t.str) null;
     networking.firewall = {
       enable = opt t.bool true;
       allowedTCPPorts = opt (t.listOf t.port) [ ];

@@ -44,6 +44,7 @@ let
 in
 lib.genAttrs [
   "coreutils"
+  "cryptsetup"
   "curl"
   "e2fsprogs"
   "gnugrep"
@@ -52,6 +53,7 @@ lib.genAttrs [
   "tailscale"
   "util-linux"
   "immich"
+  "jq"
 ] fakePackage
 // {
   inherit fakePackage;

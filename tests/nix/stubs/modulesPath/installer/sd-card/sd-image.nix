@@ -1,5 +1,6 @@
 # nixos/modules/installer/sd-card/sd-image.nix and image/file-options.nix:
-# the options images/sd-image.nix sets.
+# the options images/sd-image.nix sets. There is deliberately no stub of
+# sd-image-aarch64.nix: importing it (and its installer profile) fails here.
 { lib, config, ... }:
 
 let
@@ -12,7 +13,7 @@ in
     sdImage = {
       compressImage = opt t.bool true;
       expandOnBoot = opt t.bool true;
-      populateRootCommands = lib.mkOption { type = t.unspecified; };
+      populateRootCommands = lib.mkOption { type = t.lines; };
     };
   };
 }
