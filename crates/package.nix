@@ -34,6 +34,9 @@ rustPlatform.buildRustPackage {
   inherit src;
 
   cargoLock.lockFile = ../Cargo.lock;
+  # [profile.nix] in Cargo.toml: buildable on a Pi in reasonable time; the
+  # check phase uses it too, so dependencies are compiled once.
+  buildType = "nix";
   cargoBuildFlags = [
     "--package=immich-server"
     "--package=immich-throttle"

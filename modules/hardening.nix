@@ -88,6 +88,13 @@ in
     # Key-only accounts have no password to give sudo.
     security.sudo.wheelNeedsPassword = mkDefault false;
 
+    # `nixos-rebuild switch --target-host admin@... --sudo` copies the new
+    # system into the Pi's store as the admin user; Nix refuses unsigned
+    # paths from an untrusted user. The admin user is root already (sudo
+    # without a password), so trusting it adds no power: see
+    # docs/threat-model.md.
+    nix.settings.trusted-users = [ h.adminUser ];
+
     services.openssh = {
       enable = true;
       # SSH stays reachable on the LAN: it is how the drive gets unlocked.

@@ -1,7 +1,9 @@
 # Your own appliance. `nix flake init -t github:immich-appliance/immich-appliance`
 # puts this file in a directory of yours; edit the marked lines, then:
-#   nix build .#sd-image                    (a card image with your settings)
-#   nixos-rebuild switch --flake .#immich    (on the Pi, or with --target-host)
+#   nix build .#sd-image    a card image with your settings. On an x86_64 PC
+#                           this needs aarch64 emulation (binfmt): see
+#                           docs/customise.md, "Build a card image".
+#   updating a running appliance: docs/updating.md
 {
   inputs = {
     immich-appliance.url = "github:immich-appliance/immich-appliance";
@@ -24,7 +26,9 @@
           "${immich-appliance}/hosts/rpi4"
           "${immich-appliance}/images/sd-image.nix"
           {
-            # EDIT: the name on your network (immich.local).
+            # EDIT: the machine's name (its prompt, and Tailscale's name for it).
+            # The home-network address immich.local is set apart, by
+            # services.immich-appliance.remoteAccess.lan.mdnsHostName.
             networking.hostName = "immich";
             services.immich-appliance = {
               # EDIT: your SSH public key(s).
@@ -45,6 +49,10 @@
         ];
       };
 
+      # The image is an aarch64 system either way: on an x86_64 PC, Nix builds
+      # it through binfmt emulation, with everything but this flake's own
+      # package coming from the binary cache (a cross build would not).
       packages.aarch64-linux.sd-image = self.nixosConfigurations.immich.config.system.build.sdImage;
+      packages.x86_64-linux.sd-image = self.packages.aarch64-linux.sd-image;
     };
 }

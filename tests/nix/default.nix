@@ -540,6 +540,18 @@ lib.runTests {
       boot = true;
     };
   };
+  # An update from another computer (docs/updating.md) copies the system
+  # as the admin user, who must be trusted by the Pi's Nix for that.
+  testTheAdminMayCopyAnUpdateIn = {
+    expr = map (c: lib.elem c.services.immich-appliance.access.adminUser c.nix.settings.trusted-users) [
+      e.rpi4
+      (config [ (ia { access.adminUser = "alice"; }) ])
+    ];
+    expected = [
+      true
+      true
+    ];
+  };
   testTheVmHasNeitherThrottleNorMachineLearning = {
     expr = {
       failed = failedAssertions e.vm;

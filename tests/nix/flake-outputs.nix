@@ -64,6 +64,86 @@ let
     nixos-hardware.nixosModules.raspberry-pi-4 = { };
   };
   self = flake.outputs (inputs // { inherit self; });
+
+  # templates/site/flake.nix as `nix flake init -t` gives it to an owner,
+  # with this repository as its immich-appliance input; and the same file
+  # with its EDIT lines changed, as an owner changes them.
+  templateText = builtins.readFile ../../templates/site/flake.nix;
+  edits = {
+    "networking.hostName = \"immich\";" = "networking.hostName = \"photos\";";
+    "boardMemoryGiB = 4;" = "boardMemoryGiB = 8;";
+    "time.timeZone = \"Europe/Berlin\";" = "time.timeZone = \"America/New_York\";";
+    "# machineLearning.mode = \"off\";" = "machineLearning.mode = \"local\";";
+    "# backup.essentialOnly = false;" = "backup.essentialOnly = true;";
+  };
+  flakeOf =
+    text:
+    let
+      outputs = (import (builtins.toFile "flake.nix" text)).outputs {
+        self = outputs;
+        inherit (inputs) nixpkgs nixos-hardware;
+        immich-appliance = self // {
+          outPath = toString ../..;
+        };
+      };
+    in
+    outputs;
+  template = flakeOf templateText;
+  templateConfig = template.nixosConfigurations.immich;
+  editedConfig =
+    (flakeOf (lib.replaceStrings (lib.attrNames edits) (lib.attrValues edits) templateText))
+    .nixosConfigurations.immich;
+
+  # Every ```nix block of docs/ (options.md is generated from the modules and
+  # holds option values, not snippets), as a module on top of a system.
+  docFiles = lib.filter (f: lib.hasSuffix ".md" f && f != "options.md") (
+    lib.attrNames (builtins.readDir ../../docs)
+  );
+  snippets = lib.concatMap (
+    file:
+    lib.imap1 (i: block: {
+      name = "docs/${file}, nix block ${toString i}";
+      text = lib.head (lib.splitString "```" block);
+    }) (lib.tail (lib.splitString "```nix\n" (builtins.readFile (../../docs + "/${file}"))))
+  ) docFiles;
+  asModule =
+    text:
+    import (
+      builtins.toFile "doc-snippet.nix" (
+        if lib.hasPrefix "{" (lib.trim text) then
+          text
+        else
+          "{ lib, pkgs, config, ... }: {\n${text}\n}"
+      )
+    );
+  # The option paths a module defines (down to a value or an mkIf/mkForce).
+  definedPaths =
+    prefix: v:
+    if builtins.isAttrs v && !(v ? _type) && v != { } then
+      lib.concatLists (lib.mapAttrsToList (n: definedPaths (prefix ++ [ n ])) v)
+    else
+      [ prefix ];
+  # Evaluates the parts of a system a module can break: every option it
+  # sets (its type, a conflict with the host), the assertions, and the
+  # generated config.toml.
+  evaluates =
+    system: module:
+    let
+      c = (system.extendModules { modules = [ module ]; }).config;
+      defs =
+        if builtins.isFunction module then
+          module {
+            inherit lib;
+            inherit (e) pkgs;
+            config = c;
+          }
+        else
+          module;
+      values = map (p: lib.attrByPath p null c) (definedPaths [ ] defs);
+      forced = builtins.deepSeq values (builtins.deepSeq (e.settings c) (failed c));
+      r = builtins.tryEval forced;
+    in
+    r.success && r.value == [ ];
   failed = cfg: e.failedAssertions cfg;
   isRev = s: builtins.match "[0-9a-f]{40}" s != null;
 in
@@ -207,6 +287,47 @@ lib.runTests {
       package = "aarch64-linux";
       uboot = true;
       sdImage = true;
+    };
+  };
+  # The template an owner starts from evaluates as shipped and with its
+  # EDIT lines changed.
+  testTheTemplateEvaluates = {
+    expr = {
+      failed = failed templateConfig.config;
+      host = templateConfig.config.networking.hostName;
+      mdns = templateConfig.config.services.immich-appliance.remoteAccess.lan.mdnsHostName;
+      images = lib.mapAttrs (_: lib.attrNames) template.packages;
+      editLinesFound = lib.all (l: lib.hasInfix l templateText) (lib.attrNames edits);
+      edited = evaluates editedConfig { };
+      editedHost = editedConfig.config.networking.hostName;
+      editedMl = lib.elem "immich-machine-learning.service" (e.settings editedConfig.config).units.stack;
+    };
+    expected = {
+      failed = [ ];
+      host = "immich";
+      mdns = "immich";
+      images = {
+        aarch64-linux = [ "sd-image" ];
+        x86_64-linux = [ "sd-image" ];
+      };
+      editLinesFound = true;
+      edited = true;
+      editedHost = "photos";
+      editedMl = true;
+    };
+  };
+  # Each Nix snippet of the guides, on top of the Pi 4 system: one that does
+  # not evaluate is named here.
+  testEveryDocSnippetEvaluatesOnTheRpi4Host = {
+    expr = {
+      found = lib.length snippets > 2;
+      broken = map (s: s.name) (
+        lib.filter (s: !(evaluates self.nixosConfigurations.rpi4 (asModule s.text))) snippets
+      );
+    };
+    expected = {
+      found = true;
+      broken = [ ];
     };
   };
   testVmAsTheFlakeAssemblesIt = {

@@ -233,6 +233,26 @@ impl DbusSystemd {
         }
     }
 
+    /// The failed units that depend on `unit` (BindsTo=, Requires=, Wants=
+    /// it): a failed unit stays loaded, and so keeps `unit` loaded too.
+    fn failed_dependents(&self, unit: &str) -> Vec<String> {
+        let Ok(path) = self.load_unit_path(unit) else {
+            return vec![];
+        };
+        let dependents = zbus::block_on(async {
+            let p = unit_proxy(&self.conn, path).await?;
+            let mut d = p.bound_by().await?;
+            d.extend(p.required_by().await?);
+            d.extend(p.wanted_by().await?);
+            Ok::<_, zbus::Error>(d)
+        })
+        .unwrap_or_default();
+        dependents
+            .into_iter()
+            .filter(|d| self.state(d).map(|s| s.is_failed()).unwrap_or(false))
+            .collect()
+    }
+
     /// The units `unit` requires (directly or one level down) that failed.
     fn failed_dependencies(&self, unit: &str) -> Vec<String> {
         let deps = |u: &str| -> Vec<String> {
@@ -371,8 +391,11 @@ impl Systemd for DbusSystemd {
                 {
                     tracing::info!(
                         unit,
-                        "a mount unit from an earlier run is still loaded; waiting for systemd to collect it"
+                        "a mount unit from an earlier run is still loaded; clearing the failed units that hold it"
                     );
+                    for holder in self.failed_dependents(&unit) {
+                        self.reset_failed(&holder)?;
+                    }
                     std::thread::sleep(Duration::from_millis(200));
                 }
                 Err(UnitError::Bus(msg)) if msg.contains("UnitExists") => {

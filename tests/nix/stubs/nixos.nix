@@ -169,6 +169,7 @@ in
     zramSwap.memoryPercent = opt t.ints.positive 50;
 
     # nixos-hardware raspberry-pi/common/firmware.nix, config-txt.nix
+    hardware.raspberry-pi.firmware.enable = opt t.bool false;
     hardware.raspberry-pi.firmware.uboot.enable = opt t.bool false;
     hardware.raspberry-pi.configtxt.settings = opt (t.attrsOf (t.attrsOf t.anything)) { };
 
