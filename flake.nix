@@ -60,9 +60,10 @@
               mainProgram = "immich-throttle";
             };
           });
-        }
-        // lib.optionalAttrs (pkgs.stdenv.hostPlatform.system == "aarch64-linux") {
-          # The card image: nix build .#sd-image (on aarch64, or with binfmt).
+          # The card image, an aarch64 system on every build host: `nix build
+          # .#sd-image` on an aarch64 machine, or on an x86_64 PC with binfmt
+          # emulation (docs/customise.md), which keeps the binary cache usable
+          # where a cross build would compile everything.
           sd-image = self.nixosConfigurations.rpi4.config.system.build.sdImage;
         }
       );

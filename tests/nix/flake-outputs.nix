@@ -222,6 +222,7 @@ lib.runTests {
         "immich-server"
         "immich-throttle"
         "options-doc"
+        "sd-image"
       ];
       arm = [
         "default"

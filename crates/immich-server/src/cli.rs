@@ -155,7 +155,7 @@ pub enum BackupCmd {
 
 #[derive(Debug, Args, Clone, Default)]
 pub struct AccessArgs {
-    /// The rustic repository: opendal:b2, opendal:s3, rest:https://host:8000/immich, rclone:remote:immich or a path
+    /// The rustic repository: opendal:b2, opendal:s3, rest:https://host:8000/immich or a path
     #[arg(long, value_name = "REPO")]
     pub repository: Option<String>,
     /// Read the repository password from PATH, or stdin with `-` (default: ask on the terminal)

@@ -133,12 +133,19 @@ pub fn gather(
                 ));
             }
             ask.line(
-                "Repository (for example opendal:b2, opendal:s3, rest:https://host:8000/immich, rclone:remote:immich, or a local path): ",
+                "Repository (for example opendal:b2, opendal:s3, rest:https://host:8000/immich, or a local path): ",
             )?
         }
     };
     if repository.is_empty() || repository.contains('\n') {
         return Err(BackupError::Other("the repository cannot be empty".into()));
+    }
+    if repository.starts_with("rclone:") {
+        // rclone would read its own config, with the cloud keys, from outside
+        // the encrypted drive; and the backup unit does not carry it.
+        return Err(BackupError::Other(
+            "rclone: repositories are not supported: rclone keeps its cloud keys in its own config, outside the encrypted drive. Use opendal:s3 or opendal:b2, or `rclone serve restic` on another machine with a rest: repository (docs/backups.md)".into(),
+        ));
     }
     let options = match &args.options_file {
         Some(f) => parse_options(&fs::read_to_string(f).map_err(BackupError::io(format!(
@@ -353,6 +360,29 @@ pub fn setup(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rclone_repositories_are_refused_with_the_alternatives() {
+        let args = AccessArgs {
+            repository: Some("rclone:gdrive:immich".into()),
+            password: None,
+            options_file: None,
+        };
+        struct NoTty;
+        impl Ask for NoTty {
+            fn interactive(&self) -> bool {
+                false
+            }
+            fn line(&self, _: &str) -> Result<String, BackupError> {
+                Err(BackupError::Other("no terminal".into()))
+            }
+        }
+        let err = gather(&args, &NoTty, None).unwrap_err().to_string();
+        assert!(
+            err.contains("not supported") && err.contains("rclone serve restic"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn options_parse_and_refuse_garbage() {
