@@ -73,6 +73,7 @@ pub struct Drive {
     pub luks_subsystem: String,
     pub remembered_drive_file: PathBuf,
     pub lock_file: PathBuf,
+    pub lock_wait_secs: u64,
     pub passphrase_attempts: u32,
 }
 
@@ -187,6 +188,7 @@ pub struct Backup {
     pub drill_scratch: PathBuf,
     pub drill_free_margin_mib: u64,
     pub lock_file: PathBuf,
+    pub stop_wait_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -27,6 +27,9 @@ pub enum Exit {
     Aborted = 10,
     /// A backup, check, restore or drill failed.
     Backup = 11,
+    /// Interrupted by SIGINT, SIGTERM or SIGHUP (a dropped SSH session);
+    /// what the run had done was rolled back.
+    Interrupted = 12,
 }
 
 impl Exit {
@@ -49,4 +52,5 @@ Exit codes:
   8  invalid config file
   9  Immich did not answer in time (rolled back)
  10  init was not confirmed
- 11  backup, check, restore or drill failed";
+ 11  backup, check, restore or drill failed
+ 12  interrupted (Ctrl-C, a stop, a dropped SSH session); rolled back";

@@ -53,20 +53,59 @@ pub struct RunLock {
     _lock: Flock<fs::File>,
 }
 
+/// Why a lock was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("another run{} holds {path}{}", pid_text(*.holder), if *.waited { ", and did not finish within the wait" } else { "" })]
+    Busy {
+        path: PathBuf,
+        holder: Option<u32>,
+        /// False for --no-wait: nothing was waited for.
+        waited: bool,
+    },
+    #[error("cannot take the lock {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn pid_text(pid: Option<u32>) -> String {
+    pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+}
+
 impl RunLock {
-    /// Takes the lock, waiting for another run if needed; `on_wait` is told
-    /// which process holds it before the wait starts.
-    pub fn acquire(path: &Path, on_wait: impl FnOnce(Option<u32>)) -> std::io::Result<RunLock> {
-        let lock = match Flock::lock(open_lock(path)?, FlockArg::LockExclusiveNonblock) {
-            Ok(l) => l,
-            Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
-                on_wait(holder(path));
-                Flock::lock(file, FlockArg::LockExclusive)
-                    .map_err(|(_, e)| std::io::Error::from(e))?
-            }
-            Err((_, e)) => return Err(e.into()),
+    /// Takes the lock, waiting up to `wait` for another run (none: fail at
+    /// once); `on_wait` is told which process holds it before the wait.
+    pub fn acquire(
+        path: &Path,
+        wait: Option<std::time::Duration>,
+        on_wait: impl FnOnce(Option<u32>),
+    ) -> Result<RunLock, LockError> {
+        let io = |source| LockError::Io {
+            path: path.to_owned(),
+            source,
         };
-        RunLock::held(lock)
+        let busy = |waited| LockError::Busy {
+            path: path.to_owned(),
+            holder: holder(path),
+            waited,
+        };
+        match RunLock::try_acquire(path).map_err(io)? {
+            Ok(l) => return Ok(l),
+            Err(_) if wait.is_none() => return Err(busy(false)),
+            Err(pid) => on_wait(pid),
+        }
+        let deadline = std::time::Instant::now() + wait.unwrap_or_default();
+        // A poll, not a blocking flock: the wait must end at the deadline.
+        while std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            if let Ok(l) = RunLock::try_acquire(path).map_err(io)? {
+                return Ok(l);
+            }
+        }
+        Err(busy(true))
     }
 
     /// Records our pid for the next waiter's message.
@@ -299,7 +338,8 @@ mod tests {
     fn run_lock_serialises() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("lock");
-        let first = RunLock::acquire(&p, |_| panic!("the first run does not wait")).unwrap();
+        let wait = Some(std::time::Duration::from_secs(30));
+        let first = RunLock::acquire(&p, wait, |_| panic!("the first run does not wait")).unwrap();
         assert_eq!(
             fs::read_to_string(&p).unwrap().trim(),
             std::process::id().to_string()
@@ -307,12 +347,40 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let p2 = p.clone();
         let t = std::thread::spawn(move || {
-            let _second = RunLock::acquire(&p2, |holder| tx.send(holder).unwrap()).unwrap();
+            let _second = RunLock::acquire(&p2, wait, |holder| tx.send(holder).unwrap()).unwrap();
         });
         let holder = rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
         assert_eq!(holder, Some(std::process::id()));
         drop(first);
         t.join().unwrap();
+    }
+
+    #[test]
+    fn run_lock_wait_is_bounded_and_no_wait_fails_at_once() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("lock");
+        let _first = RunLock::acquire(&p, None, |_| {}).unwrap();
+        let t = std::time::Instant::now();
+        let e = RunLock::acquire(&p, None, |_| panic!("--no-wait does not wait")).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                LockError::Busy {
+                    waited: false,
+                    holder: Some(_),
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(t.elapsed() < std::time::Duration::from_millis(100));
+        let e =
+            RunLock::acquire(&p, Some(std::time::Duration::from_millis(500)), |_| {}).unwrap_err();
+        assert!(matches!(e, LockError::Busy { waited: true, .. }), "{e}");
+        assert!(
+            e.to_string().contains("did not finish within the wait"),
+            "{e}"
+        );
     }
 
     #[test]

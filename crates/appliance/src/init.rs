@@ -14,6 +14,7 @@ use crate::drive;
 use crate::exit::Exit;
 use crate::fs_tools::Filesystem;
 use crate::host;
+use crate::interrupt;
 use crate::layout::{self, LayoutReport, Marker};
 use crate::lifecycle::Progress;
 use crate::luks::{self, Kdf, Luks};
@@ -48,9 +49,13 @@ pub enum InitError {
     #[error(transparent)]
     Secret(#[from] secret::SecretError),
     #[error(
-        "{step} failed: {message}. The drive is partly prepared and holds nothing yet; run `immich-server init` again"
+        "{step} failed: {message}. The drive is partly prepared and holds nothing yet; run `sudo immich-server init` again"
     )]
     Step { step: &'static str, message: String },
+    #[error(
+        "{0}. The drive is partly prepared, holds nothing yet and is locked again; run `sudo immich-server init` again"
+    )]
+    Interrupted(#[from] crate::interrupt::Interrupted),
 }
 
 impl InitError {
@@ -63,6 +68,7 @@ impl InitError {
             | InitError::ReadOnly(_)
             | InitError::ApplianceRunning(_) => Exit::Drive,
             InitError::HalfForced => Exit::Usage,
+            InitError::Interrupted(_) => Exit::Interrupted,
             _ => Exit::Failure,
         }
     }
@@ -224,6 +230,9 @@ pub fn prepare(
 ) -> Result<InitReport, InitError> {
     let dev = &survey.device;
     let pass = secret::read_new(&opts.passphrase, MIN_PASSPHRASE)?;
+    // From here on a signal stops init between steps, never inside one.
+    interrupt::defer();
+    interrupt::check()?;
     let step = |step: &'static str| {
         move |e: &dyn std::fmt::Display| InitError::Step {
             step,
@@ -238,12 +247,12 @@ pub fn prepare(
     let uuid = luks
         .format(&dev.path, &pass, opts.kdf)
         .map_err(|e| step("LUKS formatting")(&e))?;
-    luks.mark(&dev.path, &cfg.drive.luks_subsystem)
-        .map_err(|e| step("marking the LUKS header")(&e))?;
+    interrupt::check()?;
     progress.step("Adding the recovery key");
     let recovery = luks::recovery_key().map_err(|e| step("generating the recovery key")(&e))?;
     luks.add_key(&dev.path, &pass, &recovery, opts.kdf)
         .map_err(|e| step("adding the recovery key")(&e))?;
+    interrupt::check()?;
     luks.open(&dev.path, &cfg.drive.mapper_name, &pass)
         .map_err(|e| step("unlocking the new drive")(&e))?;
     drop(pass);
@@ -253,6 +262,7 @@ pub fn prepare(
         progress.step("Creating the ext4 filesystem");
         fs.make(&cfg.mapper_path(), &cfg.drive.label)
             .map_err(|e| step("mkfs.ext4")(&e))?;
+        interrupt::check()?;
         let mp = &cfg.drive.mount_point;
         std::fs::create_dir_all(mp).map_err(|e| step("creating the mount point")(&e))?;
         if let Err(e) = host::set_immutable(mp, true) {
@@ -271,6 +281,7 @@ pub fn prepare(
             )
             .map_err(|e| step("mounting the new filesystem")(&e))?;
         mounted = true;
+        interrupt::check()?;
         progress.step("Creating the directory layout");
         // The root of the drive: readable by the service users, owned by root.
         std::fs::set_permissions(mp, std::os::unix::fs::PermissionsExt::from_mode(0o755))
@@ -301,6 +312,11 @@ pub fn prepare(
         )
         .map_err(|e| step("writing secrets/backup-password")(&e))?;
         zeroize::Zeroize::zeroize(&mut content);
+        interrupt::check()?;
+        // Marked last: a drive that init did not finish is not offered as
+        // an appliance drive later.
+        luks.mark(&dev.path, &cfg.drive.luks_subsystem)
+            .map_err(|e| step("marking the LUKS header")(&e))?;
         Ok((report, backup_pw))
     })();
 

@@ -12,6 +12,7 @@ pub mod fs_tools;
 pub mod host;
 pub mod immich;
 pub mod init;
+pub mod interrupt;
 pub mod layout;
 pub mod lifecycle;
 pub mod logging;

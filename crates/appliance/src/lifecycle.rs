@@ -16,6 +16,7 @@ use crate::exit::Exit;
 use crate::fs_tools::{Filesystem, FsError};
 use crate::host::{self, Holder};
 use crate::immich::ImmichApi;
+use crate::interrupt::{self, Interrupted};
 use crate::layout::{self, LayoutError, LayoutReport};
 use crate::luks::{Luks, LuksError};
 use crate::net::{self, AddressSource, Urls};
@@ -59,6 +60,8 @@ pub enum Cause {
     Layout(#[from] LayoutError),
     #[error(transparent)]
     Unit(#[from] UnitError),
+    #[error(transparent)]
+    Interrupted(#[from] Interrupted),
     #[error(
         "the drive under /dev/mapper/{mapper} is gone (unplugged while unlocked). Run `immich-server --stop` to clean up, plug the drive back in, then start again"
     )]
@@ -98,6 +101,11 @@ pub enum Cause {
         secs: u64,
         journal: String,
     },
+    #[error(
+        "a backup, check, drill or restore is still running{} and did not finish within {secs} s; nothing more was stopped. Let it finish, then run `sudo immich-server --stop` again",
+        .pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    BackupRunning { pid: Option<u32>, secs: u64 },
     #[error("{mount} is busy, so it stays mounted. Close these, then run stop again:\n{list}", list = holders_list(holders))]
     Busy {
         mount: PathBuf,
@@ -139,10 +147,13 @@ impl Cause {
             | Cause::MountPointNotEmpty(_)
             | Cause::ForeignMount { .. }
             | Cause::Layout(LayoutError::NotOurDrive { .. }) => Exit::Drive,
-            Cause::Luks(LuksError::Busy(_)) | Cause::Busy { .. } => Exit::Busy,
+            Cause::Luks(LuksError::Busy(_)) | Cause::Busy { .. } | Cause::BackupRunning { .. } => {
+                Exit::Busy
+            }
             Cause::Unit(_) => Exit::Unit,
             Cause::ImmichTimeout { .. } => Exit::Immich,
             Cause::DriveFull { .. } => Exit::Drive,
+            Cause::Interrupted(_) => Exit::Interrupted,
             _ => Exit::Failure,
         }
     }
@@ -266,6 +277,9 @@ pub struct StartReport {
 #[derive(Debug, Default)]
 struct Undo {
     opened: bool,
+    /// Set when this run made the drive the remembered one: what the file
+    /// said before (None: there was no file).
+    remembered_before: Option<Option<drive::Remembered>>,
     mounted: bool,
     started: Vec<String>,
 }
@@ -388,7 +402,8 @@ fn start_steps(
         report.timings.add("find the drive", t);
         unlock(cfg, parts, &dev, &opts.passphrase, progress, report)?;
         undo.opened = true;
-        remember_if_new(cfg, &uuid, progress, report);
+        undo.remembered_before = remember_if_new(cfg, &uuid, progress, report);
+        interrupt::check()?;
         (cfg.mapper_path(), Some(dev))
     };
     report.device = backing.as_ref().map(|b| b.path.clone());
@@ -432,6 +447,7 @@ fn start_steps(
                 let out = parts.fs.check(&fs_device)?;
                 report.timings.add("fsck", t);
                 tracing::info!(device = %fs_device.display(), output = %out.trim(), "e2fsck -p finished");
+                interrupt::check()?;
             }
             let t = Instant::now();
             prepare_mount_point(&cfg.drive.mount_point, report)?;
@@ -442,6 +458,9 @@ fn start_steps(
                 .iter()
                 .map(|b| systemd::path_unit_name(&b.path, "device"))
                 .collect();
+            // Recorded before the job, as the units are: a mount that an
+            // interruption or a time-out leaves half-done is undone too.
+            undo.mounted = true;
             parts.systemd.mount(
                 &MountSpec {
                     what: fs_device.display().to_string(),
@@ -452,8 +471,8 @@ fn start_steps(
                 },
                 Duration::from_secs(120),
             )?;
-            undo.mounted = true;
             report.timings.add("mount", t);
+            interrupt::check()?;
         }
     }
 
@@ -467,6 +486,7 @@ fn start_steps(
         progress.note(&format!("repaired {r}"));
     }
     report.timings.add("verify layout", t);
+    interrupt::check()?;
     if let Ok(space) = host::space(&cfg.drive.mount_point)
         && space.used_percent() >= crate::status::DRIVE_FULL_WARN_PERCENT
     {
@@ -487,6 +507,7 @@ fn start_steps(
     // 5. The services, in order.
     let timeout = Duration::from_secs(cfg.units.start_timeout_secs);
     for unit in &cfg.units.stack {
+        interrupt::check()?;
         if parts.systemd.state(unit)?.is_active() {
             continue;
         }
@@ -565,6 +586,9 @@ fn unlock(
         let t = Instant::now();
         let pass = secret::read(source, &format!("Passphrase for {}: ", dev.describe()))?;
         report.timings.add("passphrase input", t);
+        // From here on a signal is a rollback, not a death half-way.
+        interrupt::defer();
+        interrupt::check()?;
         progress.step(&format!("Unlocking {}", dev.path.display()));
         let t = Instant::now();
         let r = parts.luks.open(&dev.path, &cfg.drive.mapper_name, &pass);
@@ -581,25 +605,42 @@ fn unlock(
     unreachable!("the last attempt returns")
 }
 
-fn remember_if_new(cfg: &Config, uuid: &str, progress: &dyn Progress, report: &mut StartReport) {
+/// Makes this drive the remembered one; returns what the file said before
+/// when it changed it, for the rollback.
+fn remember_if_new(
+    cfg: &Config,
+    uuid: &str,
+    progress: &dyn Progress,
+    report: &mut StartReport,
+) -> Option<Option<drive::Remembered>> {
     let path = &cfg.drive.remembered_drive_file;
     match drive::load(path) {
-        Ok(Some(r)) if r.luks_uuid == uuid => {}
+        Ok(Some(r)) if r.luks_uuid == uuid => None,
         Ok(prev) => {
             let r = drive::Remembered {
                 luks_uuid: uuid.to_owned(),
                 prepared: prev
-                    .map(|p| p.prepared)
+                    .as_ref()
+                    .map(|p| p.prepared.clone())
                     .unwrap_or_else(|| "unknown (adopted by start)".into()),
             };
             match drive::save(path, &r) {
-                Ok(()) => progress.note(&format!(
-                    "this drive (LUKS UUID {uuid}) is now the remembered one"
-                )),
-                Err(e) => report.warnings.push(e.to_string()),
+                Ok(()) => {
+                    progress.note(&format!(
+                        "this drive (LUKS UUID {uuid}) is now the remembered one"
+                    ));
+                    Some(prev)
+                }
+                Err(e) => {
+                    report.warnings.push(e.to_string());
+                    None
+                }
             }
         }
-        Err(e) => report.warnings.push(e.to_string()),
+        Err(e) => {
+            report.warnings.push(e.to_string());
+            None
+        }
     }
 }
 
@@ -659,6 +700,7 @@ fn wait_for_immich(cfg: &Config, parts: &Parts) -> Result<(), Cause> {
     let deadline = Instant::now() + Duration::from_secs(cfg.immich.ping_timeout_secs);
     let mut next_unit_check = Instant::now();
     loop {
+        interrupt::check()?;
         if parts.immich.ping().is_ok() {
             return Ok(());
         }
@@ -724,6 +766,21 @@ fn rollback(
             Err(e) => failed.push(format!("unmounting: {e}")),
         }
     }
+    if let Some(before) = &undo.remembered_before {
+        let path = &cfg.drive.remembered_drive_file;
+        let r = match before {
+            Some(prev) => drive::save(path, prev)
+                .map(|()| "remembered the previous drive again")
+                .map_err(|e| e.to_string()),
+            None => std::fs::remove_file(path)
+                .map(|()| "forgot the drive again")
+                .map_err(|e| e.to_string()),
+        };
+        match r {
+            Ok(what) => done.push(what.into()),
+            Err(e) => failed.push(format!("restoring {}: {e}", path.display())),
+        }
+    }
     if undo.opened && failed.is_empty() {
         progress.step("Rolling back: locking the drive");
         match parts.luks.close(&cfg.drive.mapper_name) {
@@ -763,28 +820,77 @@ pub struct StopReport {
 /// Stops the stack in reverse, syncs, unmounts and locks the drive.
 #[allow(clippy::result_large_err)]
 pub fn stop(cfg: &Config, parts: &Parts, progress: &dyn Progress) -> Result<StopReport, Failure> {
+    stop_inner(cfg, parts, progress, true)
+}
+
+/// `stop` for a caller that holds the backup lock itself (a restore that
+/// puts things back), so that it does not wait for itself.
+#[allow(clippy::result_large_err)]
+pub fn stop_holding_backup_lock(
+    cfg: &Config,
+    parts: &Parts,
+    progress: &dyn Progress,
+) -> Result<StopReport, Failure> {
+    stop_inner(cfg, parts, progress, false)
+}
+
+#[allow(clippy::result_large_err)]
+fn stop_inner(
+    cfg: &Config,
+    parts: &Parts,
+    progress: &dyn Progress,
+    take_backup_lock: bool,
+) -> Result<StopReport, Failure> {
     let mut r = StopReport::default();
     let mapping = parts
         .luks
         .mapping(&cfg.drive.mapper_name)
         .map_err(Cause::from)?;
     let mounted = !blockdev::mounts_at(&blockdev::mountinfo(), &cfg.drive.mount_point).is_empty();
-    let units: Vec<&String> = cfg
+    let timeout = Duration::from_secs(cfg.units.stop_timeout_secs);
+    // The backup units first (systemd stops rustic with them); then a backup
+    // started from a shell, which no unit covers: it is waited for, and its
+    // lock held until the drive is locked, so that none starts meanwhile.
+    let stop_one = |unit: &String, r: &mut StopReport| -> Result<(), Failure> {
+        let st = parts.systemd.state(unit).map_err(Cause::from)?;
+        if st.active == "inactive" || st.load == "not-found" {
+            return Ok(());
+        }
+        progress.step(&format!("Stopping {unit}"));
+        parts.systemd.stop(unit, timeout).map_err(Cause::from)?;
+        r.stopped_units.push(unit.clone());
+        Ok(())
+    };
+    // The timers that would start a backup go too, before the lock is taken.
+    for unit in cfg
         .units
         .stop_first
         .iter()
         .chain(cfg.units.after_start.iter().rev())
-        .chain(cfg.units.stack.iter().rev())
-        .collect();
-    let timeout = Duration::from_secs(cfg.units.stop_timeout_secs);
-    for unit in &units {
-        let st = parts.systemd.state(unit).map_err(Cause::from)?;
-        if st.active == "inactive" || st.load == "not-found" {
-            continue;
-        }
-        progress.step(&format!("Stopping {unit}"));
-        parts.systemd.stop(unit, timeout).map_err(Cause::from)?;
-        r.stopped_units.push((*unit).clone());
+    {
+        stop_one(unit, &mut r)?;
+    }
+    let wait = Duration::from_secs(cfg.backup.stop_wait_secs);
+    let _backup_lock = if !take_backup_lock {
+        None
+    } else {
+        Some(host::RunLock::acquire(&cfg.backup.lock_file, Some(wait), |pid| {
+        let who = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+        progress.step(&format!(
+            "A backup, check, drill or restore{who} is running; waiting for it to finish (at most {} s)",
+            wait.as_secs()
+        ));
+    })
+    .map_err(|e| match e {
+        host::LockError::Busy { holder, .. } => Cause::BackupRunning {
+            pid: holder,
+            secs: wait.as_secs(),
+        },
+        host::LockError::Io { .. } => Cause::Other(e.to_string()),
+    })?)
+    };
+    for unit in cfg.units.stack.iter().rev() {
+        stop_one(unit, &mut r)?;
     }
     if mounted {
         progress.step(&format!("Unmounting {}", cfg.drive.mount_point.display()));

@@ -90,7 +90,9 @@ pub fn fatal(program: &str, exit: u8, e: &(dyn std::error::Error + 'static)) {
         tracing::error!(exit, "{text}");
     }
     if !stderr_is_journal() {
-        eprintln!("{program}: error: {text}");
+        // Not eprintln!: it panics when the terminal has gone away.
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "{program}: error: {text}");
     }
 }
 

@@ -90,6 +90,9 @@ pub struct Global {
     /// Only errors
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// Fail at once (exit 6) when another run holds the lock, instead of waiting for it
+    #[arg(long, global = true)]
+    pub no_wait: bool,
 }
 
 #[derive(Debug, Subcommand)]

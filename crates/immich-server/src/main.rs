@@ -21,7 +21,7 @@ use appliance::secret::Source;
 use appliance::systemd::DbusSystemd;
 use appliance::{host, init, status};
 use clap::CommandFactory;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 
 use cli::{BackupCmd, Cli, Cmd, Verb};
@@ -31,17 +31,20 @@ struct Term {
     quiet: bool,
 }
 
+// Progress is written with errors ignored, never with eprintln!, which
+// panics when the terminal is gone: after a dropped SSH session (SIGHUP) the
+// run must still reach its rollback.
 impl Progress for Term {
     fn step(&self, msg: &str) {
         tracing::info!("{msg}");
         if !self.quiet {
-            eprintln!("==> {msg}");
+            let _ = writeln!(std::io::stderr(), "==> {msg}");
         }
     }
     fn note(&self, msg: &str) {
         tracing::info!("{msg}");
         if !self.quiet {
-            eprintln!("    {msg}");
+            let _ = writeln!(std::io::stderr(), "    {msg}");
         }
     }
 }
@@ -101,7 +104,7 @@ fn run(cli: &Cli) -> Result<(), Fail> {
         Verb::Start(args) => {
             need_root("--start")?;
             let cfg = load_config(cli)?;
-            let _lock = lock(&cfg, &term)?;
+            let _lock = lock(cli, &cfg, &term)?;
             let seams = Seams::new(&cfg)?;
             let opts = StartOptions {
                 device: args.immich_drive.clone(),
@@ -120,7 +123,7 @@ fn run(cli: &Cli) -> Result<(), Fail> {
         Verb::Stop => {
             need_root("--stop")?;
             let cfg = load_config(cli)?;
-            let _lock = lock(&cfg, &term)?;
+            let _lock = lock(cli, &cfg, &term)?;
             let seams = Seams::new(&cfg)?;
             match lifecycle::stop(&cfg, &seams.parts(), &term) {
                 Ok(r) => {
@@ -153,15 +156,20 @@ fn run(cli: &Cli) -> Result<(), Fail> {
     }
 }
 
-fn lock(cfg: &Config, term: &Term) -> Result<host::RunLock, Fail> {
-    host::RunLock::acquire(&cfg.drive.lock_file, |holder| {
+fn lock(cli: &Cli, cfg: &Config, term: &Term) -> Result<host::RunLock, Fail> {
+    let wait =
+        (!cli.global.no_wait).then(|| std::time::Duration::from_secs(cfg.drive.lock_wait_secs));
+    host::RunLock::acquire(&cfg.drive.lock_file, wait, |holder| {
         let who = holder.map(|p| format!(" (pid {p})")).unwrap_or_default();
         term.note(&format!(
-            "another immich-server run{who} is in progress; waiting for it to finish"
+            "another immich-server run{who} is in progress; waiting for it to finish (at most {} s)",
+            cfg.drive.lock_wait_secs
         ));
     })
-    .with_context(|| format!("cannot take the lock {}", cfg.drive.lock_file.display()))
-    .map_err(Fail::from)
+    .map_err(|e| match e {
+        host::LockError::Busy { .. } => Fail(Exit::Busy, e.into()),
+        host::LockError::Io { .. } => Fail(Exit::Failure, e.into()),
+    })
 }
 
 /// The real implementations of the seams.
@@ -207,7 +215,7 @@ fn print_start(cli: &Cli, timings: bool, r: &lifecycle::StartReport) {
         return;
     }
     for w in &r.warnings {
-        eprintln!("warning: {w}");
+        let _ = writeln!(std::io::stderr(), "warning: {w}");
     }
     if r.already_running {
         println!("Immich is running already; nothing to do.");
@@ -232,7 +240,7 @@ fn other(cli: &Cli, cmd: &Cmd, term: &Term) -> Result<(), Fail> {
         Cmd::Init(a) => {
             need_root("init")?;
             let cfg = load_config(cli)?;
-            let _lock = lock(&cfg, term)?;
+            let _lock = lock(cli, &cfg, term)?;
             let survey =
                 init::survey(&cfg, &a.immich_drive).map_err(|e| Fail(e.exit(), e.into()))?;
             println!("{}", survey.render());
@@ -546,7 +554,7 @@ fn restore_cmd(cli: &Cli, a: &cli::RestoreArgs, term: &Term) -> Result<(), Fail>
             ),
         ));
     }
-    let _lock = lock(&cfg, term)?;
+    let _lock = lock(cli, &cfg, term)?;
     let seams = Seams::new(&cfg)?;
     let parts = seams.parts();
     let db = pg_tools(&cfg);

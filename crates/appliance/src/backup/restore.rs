@@ -165,7 +165,7 @@ pub fn restore(env: &RestoreEnv, opts: &RestoreOptions) -> Result<RestoreReport,
         }
     }
     if !was_mounted {
-        match lifecycle::stop(cfg, env.parts, env.progress) {
+        match lifecycle::stop_holding_backup_lock(cfg, env.parts, env.progress) {
             Ok(_) => undone.push("unmounted and locked the drive".into()),
             Err(f) => undone.push(format!("could not unmount and lock the drive: {f}")),
         }
