@@ -1,56 +1,112 @@
-//! Exit codes of `immich-server`, documented in its --help and in
-//! docs/after-a-reboot.md. Scripts may rely on them.
+//! Exit codes of `immich-server`. Scripts may rely on them. This enum is
+//! their one definition: `--help` prints [`help_table`], and a test checks
+//! the table in docs/after-a-reboot.md against [`Exit::ALL`].
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
-    /// Done, or nothing to do (the verb was already in effect).
     Ok = 0,
-    /// Something failed; what `start` had done was rolled back.
     Failure = 1,
-    /// Bad command line (clap's own code).
     Usage = 2,
-    /// The drive passphrase was wrong; nothing was changed.
     WrongPassphrase = 3,
-    /// The drive: missing, not LUKS, in use, the wrong drive, or unplugged.
     Drive = 4,
-    /// Not run as root.
     NotRoot = 5,
-    /// The drive is busy (a process holds the mount); it stays mounted.
     Busy = 6,
-    /// A service failed to start (rolled back) or to stop.
     Unit = 7,
-    /// The config file is invalid.
     Config = 8,
-    /// Immich did not answer its ping in time (rolled back).
     Immich = 9,
-    /// `init` was not confirmed.
     Aborted = 10,
-    /// A backup, check, restore or drill failed.
     Backup = 11,
-    /// Interrupted by SIGINT, SIGTERM or SIGHUP (a dropped SSH session);
-    /// what the run had done was rolled back.
     Interrupted = 12,
 }
 
 impl Exit {
+    pub const ALL: [Exit; 13] = [
+        Exit::Ok,
+        Exit::Failure,
+        Exit::Usage,
+        Exit::WrongPassphrase,
+        Exit::Drive,
+        Exit::NotRoot,
+        Exit::Busy,
+        Exit::Unit,
+        Exit::Config,
+        Exit::Immich,
+        Exit::Aborted,
+        Exit::Backup,
+        Exit::Interrupted,
+    ];
+
     pub fn code(self) -> u8 {
         self as u8
+    }
+
+    /// What the code tells a person or a script, in plain words.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Exit::Ok => "done, or already in the requested state",
+            Exit::Failure => "failed; whatever start had done was rolled back",
+            Exit::Usage => "bad command line",
+            Exit::WrongPassphrase => "wrong passphrase (nothing changed)",
+            Exit::Drive => {
+                "a drive problem: missing, not LUKS, in use, the wrong drive, unplugged, or full"
+            }
+            Exit::NotRoot => "not run as root (use sudo)",
+            Exit::Busy => {
+                "busy: a process still uses the drive (it stays mounted), or another run or a backup holds the lock"
+            }
+            Exit::Unit => "a service failed to start (rolled back) or to stop",
+            Exit::Config => "the config file is invalid",
+            Exit::Immich => "Immich did not answer in time (rolled back)",
+            Exit::Aborted => "init was not confirmed",
+            Exit::Backup => "a backup, check, restore or drill failed",
+            Exit::Interrupted => {
+                "interrupted (Ctrl-C, a stop, a dropped SSH session); what was done was rolled back"
+            }
+        }
     }
 }
 
 /// The table printed in --help.
-pub const EXIT_CODES_HELP: &str = "\
-Exit codes:
-  0  done, or already in the requested state
-  1  failed; whatever start had done was rolled back
-  2  bad command line
-  3  wrong passphrase (nothing changed)
-  4  drive problem: missing, not LUKS, in use, wrong drive, unplugged
-  5  not run as root (use sudo)
-  6  the drive is busy: a process still uses it (it stays mounted)
-  7  a service failed to start (rolled back) or to stop
-  8  invalid config file
-  9  Immich did not answer in time (rolled back)
- 10  init was not confirmed
- 11  backup, check, restore or drill failed
- 12  interrupted (Ctrl-C, a stop, a dropped SSH session); rolled back";
+pub fn help_table() -> String {
+    let mut s = String::from("Exit codes:");
+    for e in Exit::ALL {
+        s.push_str(&format!("\n {:>2}  {}", e.code(), e.meaning()));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_distinct_and_in_order() {
+        for (i, e) in Exit::ALL.iter().enumerate() {
+            assert_eq!(usize::from(e.code()), i);
+        }
+    }
+
+    #[test]
+    fn the_docs_table_is_the_enum() {
+        let doc = include_str!("../../../docs/after-a-reboot.md");
+        let section = doc
+            .split("## Exit codes")
+            .nth(1)
+            .expect("docs/after-a-reboot.md has an Exit codes section");
+        let rows: Vec<(u8, String)> = section
+            .lines()
+            .skip_while(|l| !l.starts_with("| code"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| {
+                let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+                (cells[0].parse().expect("a code"), cells[1].to_owned())
+            })
+            .collect();
+        let want: Vec<(u8, String)> = Exit::ALL
+            .iter()
+            .map(|e| (e.code(), e.meaning().to_owned()))
+            .collect();
+        assert_eq!(rows, want, "docs/after-a-reboot.md's table differs from exit.rs");
+    }
+}
