@@ -175,6 +175,7 @@ pub struct Backup {
     pub database: String,
     pub db_superuser: String,
     pub essential_media: Vec<String>,
+    pub regenerable_media: Vec<String>,
     pub essential_only: bool,
     pub keep_daily: u32,
     pub keep_weekly: u32,

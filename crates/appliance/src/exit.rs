@@ -17,10 +17,11 @@ pub enum Exit {
     Aborted = 10,
     Backup = 11,
     Interrupted = 12,
+    Attention = 13,
 }
 
 impl Exit {
-    pub const ALL: [Exit; 13] = [
+    pub const ALL: [Exit; 14] = [
         Exit::Ok,
         Exit::Failure,
         Exit::Usage,
@@ -34,6 +35,7 @@ impl Exit {
         Exit::Aborted,
         Exit::Backup,
         Exit::Interrupted,
+        Exit::Attention,
     ];
 
     pub fn code(self) -> u8 {
@@ -61,6 +63,9 @@ impl Exit {
             Exit::Backup => "a backup, check, restore or drill failed",
             Exit::Interrupted => {
                 "interrupted (Ctrl-C, a stop, a dropped SSH session); what was done was rolled back"
+            }
+            Exit::Attention => {
+                "status: something needs you (a service down, the drive unplugged or nearly full, backups red); its advice says what"
             }
         }
     }
@@ -107,6 +112,9 @@ mod tests {
             .iter()
             .map(|e| (e.code(), e.meaning().to_owned()))
             .collect();
-        assert_eq!(rows, want, "docs/after-a-reboot.md's table differs from exit.rs");
+        assert_eq!(
+            rows, want,
+            "docs/after-a-reboot.md's table differs from exit.rs"
+        );
     }
 }

@@ -13,10 +13,17 @@ use crate::lifecycle::Parts;
 use crate::net::{self, Urls};
 use crate::throttle::sysfs::{self, Sensors, Sysfs};
 
+/// The version of the JSON shape of `status --json` (and of every `--json`
+/// error): bumped when a key changes meaning or goes away.
+pub const JSON_SCHEMA_VERSION: u32 = 1;
+
 #[derive(Debug, Serialize)]
 pub struct Status {
+    pub schema_version: u32,
     /// running | stopped | degraded | unplugged
     pub state: &'static str,
+    /// Something needs the owner: `status` then exits 13 (see the advice).
+    pub needs_owner: bool,
     pub summary: String,
     pub drive: DriveStatus,
     pub units: Vec<UnitStatus>,
@@ -277,8 +284,14 @@ pub fn gather(cfg: &Config, parts: &Parts) -> Status {
         ("degraded", what.join("; "))
     };
 
+    let needs_owner = matches!(state, "degraded" | "unplugged")
+        || backup.health.colour == "red"
+        || d.used_percent.is_some_and(|u| u >= DRIVE_FULL_WARN_PERCENT)
+        || d.remembered_error.is_some();
     Status {
+        schema_version: JSON_SCHEMA_VERSION,
         state,
+        needs_owner,
         summary,
         drive: d,
         units,

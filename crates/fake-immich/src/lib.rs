@@ -8,6 +8,7 @@
 //! introspection route for tests and is not part of Immich's API.
 
 pub mod library;
+pub mod markers;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};

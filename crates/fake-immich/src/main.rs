@@ -35,6 +35,10 @@ struct Args {
     /// Write an "upload" into this directory every --write-every seconds
     #[arg(long)]
     write_to: Option<PathBuf>,
+    /// Immich's media location: its folders' `.immich` markers are checked
+    /// at start (written on the first), as Immich does
+    #[arg(long, value_name = "DIR")]
+    media_location: Option<PathBuf>,
     #[arg(long, default_value_t = 1.0)]
     write_every: f64,
     /// Instead of serving: write a photo-like media folder here and exit
@@ -86,6 +90,12 @@ fn main() {
     }
     // FAKE_IMMICH_NO_WRITES (in the unit's environment file) silences the
     // upload writer, for stories that compare the media folder byte by byte.
+    if let Some(media) = &a.media_location
+        && let Err(e) = fake_immich::markers::verify_or_create(media)
+    {
+        eprintln!("fake-immich: {e}");
+        std::process::exit(1);
+    }
     if let Some(dir) = a
         .write_to
         .clone()

@@ -65,6 +65,17 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail(code, e)) => {
             appliance::logging::fatal("immich-server", code.code(), e.as_ref());
+            if cli.global.json {
+                // A script that asked for JSON gets JSON on failure too.
+                let v = serde_json::json!({
+                    "schema_version": status::JSON_SCHEMA_VERSION,
+                    "error": {
+                        "exit": code.code(),
+                        "message": appliance::logging::error_text(e.as_ref()),
+                    },
+                });
+                println!("{v}");
+            }
             ExitCode::from(code.code())
         }
     }
@@ -149,6 +160,11 @@ fn run(cli: &Cli) -> Result<(), Fail> {
                 println!("{}", serde_json::to_string_pretty(&s).expect("serialises"));
             } else {
                 print!("{}", status::render(&s));
+            }
+            if s.needs_owner {
+                // Printed already; the code alone tells a monitor.
+                let _ = std::io::stdout().flush();
+                std::process::exit(Exit::Attention.code().into());
             }
             Ok(())
         }

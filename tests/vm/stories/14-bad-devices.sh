@@ -17,7 +17,11 @@ missing_device() {
 	out=$(start_out --immich-drive /dev/disk/by-id/usb-no-such-drive); rc=$?
 	echo "$out"
 	[ "$rc" = 4 ] && contains "does not exist. Plugged in?" "$out" && contains "/dev/vdb" "$out" &&
-		[ "$(grep -c 'immich-server: error' <<< "$out")" = 1 ]
+		[ "$(grep -c 'immich-server: error' <<< "$out")" = 1 ] || return 1
+	# A script that asked for JSON gets JSON on an error too.
+	out=$("$BIN/immich-server" --start --json --passphrase-file "$PASSFILE" --immich-drive /dev/disk/by-id/usb-no-such-drive 2> /dev/null)
+	echo "$out"
+	[ "$(jq -r '.schema_version, .error.exit' <<< "$out" | paste -sd,)" = 1,4 ] && contains "does not exist" "$(jq -r .error.message <<< "$out")"
 }
 none_remembered() {
 	local out rc

@@ -29,9 +29,12 @@ nothing_written_on_the_root_disk() {
 }
 status_says_unplugged() {
 	local out json
-	out=$("$BIN/immich-server" --status) ; echo "$out"
+	local rc
+	out=$("$BIN/immich-server" --status); rc=$?; echo "$out"
 	json=$("$BIN/immich-server" status --json)
-	[ "$(echo "$json" | jq -r .state)" = unplugged ] && contains "immich-server --stop" "$out"
+	[ "$rc" = 13 ] && [ "$(echo "$json" | jq -r .state)" = unplugged ] &&
+		[ "$(echo "$json" | jq -r '.schema_version, .needs_owner' | paste -sd,)" = 1,true ] &&
+		contains "immich-server --stop" "$out"
 }
 stop_cleans_up() {
 	local out

@@ -16,9 +16,9 @@ nearly_full_warns() {
 	# Leave 5 % of what an unprivileged user may still use.
 	local avail; avail=$(df --output=avail -B1 "$MP" | tail -1)
 	fallocate -l $((avail * 95 / 100)) "$MP/filler-1" || return 1
-	local out; out=$("$BIN/immich-server" --status); echo "$out"
-	contains "% full" "$out" && contains "empty its trash" "$out" &&
-		"$BIN/immich-server" status --json | jq -e '.drive.used_percent >= 90'
+	local out rc; out=$("$BIN/immich-server" --status); rc=$?; echo "$out"
+	[ "$rc" = 13 ] && contains "% full" "$out" && contains "empty its trash" "$out" &&
+		"$BIN/immich-server" status --json | jq -e '.drive.used_percent >= 90 and .needs_owner'
 }
 full_start_names_it() {
 	appliance_stop > /dev/null || return 1

@@ -30,6 +30,20 @@ check "a REST server for the repository on loopback" rest_server_start
 check "a photo-like library (1200 photos with EXIF and their thumbnails, 3 videos)" gen_library 1200 80 3 8
 check "a database with rows" fill_database
 
+# What a real library holds besides plain files, with awkward names: the
+# restore and the drill must count them as rustic's snapshot does.
+odd_entries() {
+	local d; d="$MP/$(cfg layout.media.path)/library/odd entries/ünï cødé"
+	mkdir -p "$d" "$MP/$(cfg layout.media.path)/library/an empty folder" &&
+		printf 'x%.0s' $(seq 1 5000) > "$d/-leading dash.jpg" && : > "$d/empty file.jpg" &&
+		ln "$d/-leading dash.jpg" "$d/hard link.jpg" && ln -s "-leading dash.jpg" "$d/sym link.jpg" &&
+		ln -s /nowhere "$d/dangling link" && chmod 0640 "$d/empty file.jpg" &&
+		chown -R immich:immich "$MP/$(cfg layout.media.path)/library"
+}
+check "symlinks, a dangling one, a hard link, an empty file, an empty folder, spaces, unicode, a leading dash" odd_entries
+# Type, mode, size and link target of every entry, for the comparison after.
+entries() { (cd "$MP/$(cfg layout.media.path)" && find . -printf '%y %m %P -> %l\n' | LC_ALL=C sort); }
+
 setup_prints_the_kit() {
 	local out
 	out=$(backup_setup 2>&1) || { echo "$out"; return 1; }
@@ -86,7 +100,7 @@ drill_without_room_reads_back() {
 check "without room for a full restore, the drill loads the dump and reads back every file" drill_without_room_reads_back
 
 recorded() {
-	tree_sums > /run/sums.before && db_counts > /run/counts.before || return 1
+	tree_sums > /run/sums.before && db_counts > /run/counts.before && entries > /run/entries.before || return 1
 	echo "files: $(wc -l < /run/sums.before)"
 	cat /run/counts.before
 	# The library is about 2400 files and the database has rows.
@@ -124,6 +138,10 @@ byte_identical() {
 	diff /run/sums.before /run/sums.after > /run/sums.diff || { head /run/sums.diff; return 1; }
 }
 check "every file is byte-identical" byte_identical
+same_entries() {
+	entries > /run/entries.after && diff /run/entries.before /run/entries.after && grep -q "sym link.jpg -> -leading dash.jpg" /run/entries.after
+}
+check "every entry has its type, mode and link target back" same_entries
 same_rows() {
 	db_counts > /run/counts.after || return 1
 	diff /run/counts.before /run/counts.after && grep -q '^public.asset 3000$' /run/counts.after
@@ -140,5 +158,7 @@ backups_go_on() {
 	[ "$(rustic_drive snapshots --json | jq '[.[].snapshots[]] | length')" = 2 ]
 }
 check "backups go on from the new drive (its profile came with the restore)" backups_go_on
+# The second snapshot has a parent: rustic counts unchanged symlinks' sizes.
+check "a drill of the second snapshot passes too" "$BIN/immich-server" backup drill
 check "stop" appliance_stop
 finish

@@ -4,7 +4,10 @@
 # vm-timeout: 1800
 #
 # The new drive fills up during a restore: the restore says so clearly,
-# nothing is started, and the drive is locked again.
+# nothing is started, and the drive is locked again. The backup is
+# essential-only (no thumbnails or transcodes): restored onto a drive with
+# room, Immich starts, because the folders' .immich markers came back (the
+# stand-in Immich refuses to start without them, as Immich does).
 . "$VM_LIB/common.sh"
 . "$VM_LIB/appliance.sh"
 . "$VM_LIB/backup.sh"
@@ -12,6 +15,8 @@ appliance_setup
 quiet_uploads
 MP=$(cfg drive.mount-point)
 
+mkdir -p /etc/immich-appliance
+printf '\n[backup]\nessential-only = true\n' >> /etc/immich-appliance/config.toml
 check "init" appliance_init > /dev/null
 check "start" appliance_start
 check "REST server" rest_server_start
@@ -41,4 +46,17 @@ nothing_started() {
 	no_stack_unit_active && ! is_mounted "$MP" && ! mapper_open "$(mapper_name)"
 }
 check "nothing is started, and the drive is locked again" nothing_started
+
+essential_restore_starts_immich() {
+	appliance_init "$VM_DISK2" > /dev/null || return 1
+	local out
+	out=$("$BIN/immich-server" restore --immich-drive "$VM_DISK2" --repository "$REST_URL" \
+		--password-file "$REPO_PASS" --passphrase-file "$PASSFILE" 2>&1) || { echo "$out"; journalctl -b -u immich-server -n 20 --no-pager; return 1; }
+	echo "$out"
+	local media; media="$MP/$(cfg layout.media.path)"
+	all_stack_active && [ -f "$media/thumbs/.immich" ] && [ -f "$media/encoded-video/.immich" ] &&
+		[ -z "$(find "$media/thumbs" -type f ! -name .immich -print -quit)" ]
+}
+check "an essential-only backup restored onto a drive with room: Immich starts (its folder markers are back, no thumbnails)" essential_restore_starts_immich
+check "stop" appliance_stop
 finish

@@ -153,9 +153,7 @@ fn steps(env: &Env, p: &Paths) -> Result<Done, BackupError> {
             env.repo.restore(&snap.id, &root, &p.scratch, false)?;
             let got = tree::tally(&p.scratch)
                 .map_err(BackupError::io("cannot count the restored files"))?;
-            if got.files != summary.total_files_processed
-                || got.bytes != summary.total_bytes_processed
-            {
+            if !got.matches(summary.total_files_processed, summary.total_bytes_processed) {
                 return Err(BackupError::Verify(format!(
                     "the restored snapshot {} holds {} files and {} bytes; the snapshot says {} files and {} bytes",
                     short(&snap.id),

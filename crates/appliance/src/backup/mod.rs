@@ -158,12 +158,23 @@ impl Paths {
                     v.push(p);
                 }
             }
+            // Only the markers of what Immich regenerates, so that the
+            // restored library passes Immich's folder checks.
+            for d in &cfg.backup.regenerable_media {
+                let p = self.media.join(d).join(IMMICH_FOLDER_MARKER);
+                if p.exists() {
+                    v.push(p);
+                }
+            }
         } else {
             v.push(self.media.clone());
         }
         v
     }
 }
+
+/// The file Immich keeps in each of its folders and checks at start.
+pub const IMMICH_FOLDER_MARKER: &str = ".immich";
 
 /// Whether the drive is mounted at the mount point and is ours.
 pub fn drive_ready(cfg: &Config) -> bool {

@@ -331,7 +331,7 @@ fn steps(
     env.progress.step("Checking the files against the snapshot");
     let mut got = tree::tally(&p.dumps).map_err(BackupError::io("cannot count the files"))?;
     got += tree::tally(&p.media).map_err(BackupError::io("cannot count the files"))?;
-    if got.files != summary.total_files_processed || got.bytes != summary.total_bytes_processed {
+    if !got.matches(summary.total_files_processed, summary.total_bytes_processed) {
         return Err(BackupError::Verify(format!(
             "the drive holds {} files and {} bytes after the restore; snapshot {} has {} files and {} bytes. Run the command again to restore the rest",
             got.files,
@@ -340,6 +340,28 @@ fn steps(
             summary.total_files_processed,
             summary.total_bytes_processed
         )));
+    }
+
+    // After the count, which they are not part of: the folders Immich
+    // regenerates, with their markers, in case the backup left them out
+    // (an essential-only backup from before it kept them).
+    for d in &cfg.backup.regenerable_media {
+        let dir = p.media.join(d);
+        let marker = dir.join(super::IMMICH_FOLDER_MARKER);
+        if marker.exists() {
+            continue;
+        }
+        fs::create_dir_all(&dir)
+            .and_then(|()| fs::write(&marker, b"restored by immich-server\n"))
+            .and_then(|()| tree::chown_tree(&dir, uid.as_raw(), gid.as_raw()).map(drop))
+            .map_err(BackupError::io(format!(
+                "cannot write {}",
+                marker.display()
+            )))?;
+        env.progress.note(&format!(
+            "wrote {} (Immich regenerates that folder)",
+            marker.display()
+        ));
     }
 
     // The database.

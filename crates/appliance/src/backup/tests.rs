@@ -104,6 +104,7 @@ fn essential_only_really_changes_what_is_saved() {
     let p = Paths::new(&cfg);
     for sub in ["upload", "library", "thumbs", "encoded-video"] {
         std::fs::create_dir_all(p.media.join(sub)).unwrap();
+        std::fs::write(p.media.join(sub).join(".immich"), b"x").unwrap();
     }
     assert_eq!(p.sources(&cfg), vec![p.dumps.clone(), p.media.clone()]);
     cfg.backup.essential_only = true;
@@ -115,6 +116,13 @@ fn essential_only_really_changes_what_is_saved() {
             .any(|x| x.ends_with("thumbs") || x.ends_with("encoded-video"))
     );
     assert!(!s.contains(&p.media), "not the whole media folder");
+    // Immich refuses to start on a restored library without them.
+    for sub in ["thumbs", "encoded-video"] {
+        assert!(
+            s.contains(&p.media.join(sub).join(".immich")),
+            "{sub}'s marker"
+        );
+    }
 }
 
 #[test]
