@@ -216,8 +216,26 @@ fn a_crash_is_undone_when_the_next_run_starts_or_by_restore() {
         Some(daemon::FoundQuota::Unlimited),
         "\"no quota\" survives the trip through the state file"
     );
-    // What ExecStopPost runs:
-    let left = daemon::restore(&cfg, &rig.parts(), &saved);
+    // What ExecStopPost runs, while the SoC is still hot: the clock stays
+    // at its floor, and what it was before stays recorded.
+    let (left, held) = daemon::restore_after_crash(&cfg, &rig.parts(), &saved);
+    assert!(held);
+    assert_eq!(
+        rig.s.freq().unwrap().scaling_max_khz,
+        600_000,
+        "not back to full speed while hot"
+    );
+    assert_eq!(left.original_max_khz, Some(1_500_000));
+    assert_eq!(*rig.quota.0.borrow(), None, "the quota is removed");
+    assert_eq!(
+        fake.snapshot()["paused"],
+        serde_json::json!([]),
+        "the queues are resumed"
+    );
+    // Once cooler than the release point, the same restore gives it all back.
+    set_temp(dir.path(), 60_000);
+    let (left, held) = daemon::restore_after_crash(&cfg, &rig.parts(), &left);
+    assert!(!held);
     assert_eq!(left, daemon::Saved::default());
     assert_eq!(rig.s.freq().unwrap().scaling_max_khz, 1_500_000);
     assert_eq!(*rig.quota.0.borrow(), None, "the quota is removed again");

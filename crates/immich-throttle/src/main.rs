@@ -295,9 +295,21 @@ fn restore_main(cfg: &Config) -> Result<(), Fail> {
         notify: &notify,
     };
     tracing::warn!("the throttler stopped without restoring; restoring now");
-    let left = daemon::restore(cfg, &parts, &saved);
+    let (left, held_hot) = daemon::restore_after_crash(cfg, &parts, &saved);
     if left == daemon::Saved::default() {
         let _ = std::fs::remove_file(&cfg.throttle.state_file);
+        Ok(())
+    } else if held_hot
+        && left
+            == (daemon::Saved {
+                original_max_khz: left.original_max_khz,
+                ..Default::default()
+            })
+    {
+        // Only the clock, held at its floor while hot: the next start
+        // finds its original limit in the state file.
+        let text = serde_json::to_string_pretty(&left).expect("serialises");
+        host::write_atomic(&cfg.throttle.state_file, text.as_bytes(), 0o644)?;
         Ok(())
     } else {
         let text = serde_json::to_string_pretty(&left).expect("serialises");

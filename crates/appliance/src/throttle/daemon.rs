@@ -149,6 +149,43 @@ pub fn params(cfg: &Config, steps: Vec<u32>, cores: f64) -> Params {
     p
 }
 
+/// What ExecStopPost runs after the daemon died without its own shutdown:
+/// `restore`, except that while the SoC is still hot (at or above the
+/// release point, or unreadable) the clock goes to the floor instead of
+/// back to full speed, and its original limit stays in the state file for
+/// the next start, which takes the control up again from there.
+/// Returns what is left for the next start, and whether the clock was held
+/// at its floor on purpose (not a failure).
+pub fn restore_after_crash(cfg: &Config, parts: &Parts, saved: &Saved) -> (Saved, bool) {
+    let temp_c = parts
+        .sensors
+        .temperature_mc()
+        .ok()
+        .map(|mc| mc as f64 / 1000.0);
+    let hot = temp_c.is_none_or(|t| t >= cfg.throttle.release_celsius);
+    let Some(original) = saved.original_max_khz.filter(|_| hot) else {
+        return (restore(cfg, parts, saved), false);
+    };
+    let floor = parts
+        .cpufreq
+        .freq()
+        .map(|f| steps(&f, cfg.throttle.min_freq_mhz)[0])
+        .unwrap_or(cfg.throttle.min_freq_mhz * 1000);
+    match parts.cpufreq.set_max_khz(floor) {
+        Ok(()) => tracing::warn!(
+            temp_c,
+            clock_mhz = floor / 1000,
+            "the SoC is still hot: the clock stays at its floor until the throttler runs again"
+        ),
+        Err(e) => tracing::error!(error = %e, "cannot hold the clock at its floor"),
+    }
+    let mut rest = saved.clone();
+    rest.original_max_khz = None;
+    let mut left = restore(cfg, parts, &rest);
+    left.original_max_khz = Some(original);
+    (left, true)
+}
+
 /// Undoes what `saved` records: the clock, the quota, the queue steps.
 /// Returns what could not be undone (kept in the state file for next time).
 pub fn restore(cfg: &Config, parts: &Parts, saved: &Saved) -> Saved {
