@@ -106,7 +106,6 @@ let
       pg-dump = "${config.services.postgresql.finalPackage}/bin/pg_dump";
       pg-restore = "${config.services.postgresql.finalPackage}/bin/pg_restore";
       psql = "${config.services.postgresql.finalPackage}/bin/psql";
-      curl = "${pkgs.curl}/bin/curl";
     };
   };
 in

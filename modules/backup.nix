@@ -141,7 +141,12 @@ in
       after = [ mountUnit ];
       serviceConfig = lowPriority // {
         ExecStart = "${exe} backup run";
-        TimeoutStartSec = "12h";
+        # No time limit: the first backup of a large library runs for as
+        # long as the upload takes (a limit killed it, and status was red
+        # on the first morning). Runs never overlap: systemd does not start
+        # the unit again while it runs, and a run from a shell takes the
+        # same lock.
+        TimeoutStartSec = "infinity";
       };
     };
 

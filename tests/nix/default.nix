@@ -540,6 +540,11 @@ lib.runTests {
       boot = true;
     };
   };
+  # A first backup of a big library must not be killed half-way.
+  testABackupRunsAsLongAsItNeeds = {
+    expr = (svc big "immich-backup").serviceConfig.TimeoutStartSec;
+    expected = "infinity";
+  };
   # An update from another computer (docs/updating.md) copies the system
   # as the admin user, who must be trusted by the Pi's Nix for that.
   testTheAdminMayCopyAnUpdateIn = {

@@ -203,7 +203,6 @@ pub struct Tools {
     pub pg_dump: String,
     pub pg_restore: String,
     pub psql: String,
-    pub curl: String,
 }
 
 impl Config {
@@ -303,6 +302,11 @@ impl Config {
                 return Err(invalid(format!("`{u}` is not a systemd unit name")));
             }
         }
+        // Every number must be one: TOML allows inf and nan, which would
+        // pass a comparison below or panic where a duration is made.
+        if let Some(key) = first_non_finite(&toml::Value::try_from(self).expect("serialises"), "") {
+            return Err(invalid(format!("{key} must be a finite number")));
+        }
         let t = &self.throttle;
         if !(t.release_celsius < t.setpoint_celsius && t.setpoint_celsius <= t.ceiling_celsius) {
             return Err(invalid(format!(
@@ -316,10 +320,13 @@ impl Config {
                     .into(),
             ));
         }
-        if !(t.poll_secs >= 0.1 && t.queue_loop_secs >= t.poll_secs) {
-            return Err(invalid(
-                "throttle.poll-secs must be >= 0.1 and queue-loop-secs >= poll-secs".into(),
-            ));
+        if !(0.1..=60.0).contains(&t.poll_secs)
+            || !(t.poll_secs..=3600.0).contains(&t.queue_loop_secs)
+        {
+            return Err(invalid(format!(
+                "throttle.poll-secs must be between 0.1 and 60, and queue-loop-secs between poll-secs and 3600 (got {} and {})",
+                t.poll_secs, t.queue_loop_secs
+            )));
         }
         if !(1..=100).contains(&t.min_quota_percent) {
             return Err(invalid(
@@ -373,6 +380,23 @@ fn type_name(v: &toml::Value) -> &'static str {
         toml::Value::Datetime(_) => "a date",
         toml::Value::Array(_) => "a list",
         toml::Value::Table(_) => "a table",
+    }
+}
+
+/// The dotted key of the first float that is infinite or NaN.
+fn first_non_finite(v: &toml::Value, prefix: &str) -> Option<String> {
+    match v {
+        toml::Value::Float(f) if !f.is_finite() => Some(prefix.to_owned()),
+        toml::Value::Table(t) => t.iter().find_map(|(k, v)| {
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            first_non_finite(v, &key)
+        }),
+        toml::Value::Array(a) => a.iter().find_map(|v| first_non_finite(v, prefix)),
+        _ => None,
     }
 }
 
@@ -569,6 +593,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("at line 3, column "), "{err}");
+    }
+
+    #[test]
+    fn numbers_are_bounded_and_finite() {
+        for (text, needle) in [
+            (
+                "[throttle]\npoll-secs = inf\nqueue-loop-secs = inf\n",
+                "throttle.poll-secs must be a finite number",
+            ),
+            (
+                "[throttle]\nsetpoint-celsius = nan\n",
+                "throttle.setpoint-celsius must be a finite number",
+            ),
+            (
+                "[throttle]\npoll-secs = 0.01\n",
+                "poll-secs must be between 0.1 and 60",
+            ),
+            (
+                "[throttle]\nqueue-loop-secs = 1e9\n",
+                "queue-loop-secs between poll-secs and 3600",
+            ),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use appliance::backup::db::PgTools;
 use appliance::backup::rustic::{Repo, RusticCli};
-use appliance::backup::{self, BackupError, CurlPinger, restore, setup};
+use appliance::backup::{self, BackupError, HttpPinger, restore, setup};
 use appliance::config::{Config, ConfigError};
 use appliance::exit::Exit;
 use appliance::fs_tools::E2fsprogs;
@@ -332,7 +332,7 @@ struct BackupSeams {
     repo: RusticCli,
     db: PgTools,
     systemd: DbusSystemd,
-    pinger: CurlPinger,
+    pinger: HttpPinger,
 }
 
 impl BackupSeams {
@@ -343,9 +343,7 @@ impl BackupSeams {
             db: pg_tools(cfg),
             systemd: DbusSystemd::system(&cfg.tools.journalctl)
                 .map_err(|e| Fail(Exit::Failure, e.into()))?,
-            pinger: CurlPinger {
-                curl: cfg.tools.curl.clone(),
-            },
+            pinger: HttpPinger::default(),
         })
     }
 

@@ -256,3 +256,24 @@ fn sizes_read_well() {
     assert_eq!(human_bytes(1536), "1.5 KiB");
     assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
 }
+
+#[test]
+fn a_monitor_url_is_shown_without_its_token() {
+    assert_eq!(
+        super::redact_url("https://hc-ping.com/3f1c-secret-uuid/fail?x=1"),
+        "https://hc-ping.com/…"
+    );
+    assert_eq!(
+        super::redact_url("https://user:pw@ntfy.example/topic"),
+        "https://ntfy.example/…"
+    );
+    assert_eq!(super::redact_url("no scheme/token"), "(a URL)");
+    // A refused connection names the host, never the path.
+    let e = super::HttpPinger::default()
+        .ping("http://127.0.0.1:9/secret-token")
+        .unwrap_err();
+    assert!(
+        !e.contains("secret-token") && e.contains("127.0.0.1"),
+        "{e}"
+    );
+}
