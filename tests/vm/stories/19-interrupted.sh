@@ -59,6 +59,25 @@ check "start cut while unlocking: rolled back" start_cut_at "Unlocking"
 check "start cut while mounting: rolled back" start_cut_at "Mounting at"
 check "start cut while starting the database: rolled back" start_cut_at "Starting redis"
 check "start cut while starting Immich: rolled back" start_cut_at "Starting immich-server"
+# kill -9 cannot be caught: whatever it leaves, the next start or stop repairs.
+killed_at() {
+	: > "$LOG"
+	"$BIN/immich-server" --start --passphrase-file "$PASSFILE" > "$LOG" 2>&1 &
+	local pid=$! deadline=$((SECONDS + 120))
+	until grep -qF "$1" "$LOG"; do
+		[ "$SECONDS" -lt "$deadline" ] && kill -0 "$pid" 2> /dev/null || { cat "$LOG"; return 1; }
+		sleep 0.05
+	done
+	kill -KILL "$pid"
+	wait "$pid" 2> /dev/null
+	cat "$LOG"
+}
+kill9_then_start() { killed_at "Starting redis" && appliance_start && all_stack_active && appliance_stop && nothing_half_up; }
+kill9_then_stop() { killed_at "Mounting at" && appliance_stop && nothing_half_up; }
 check "the next start works" appliance_start
+check "and stop" appliance_stop
+check "killed (-9) while starting the database: the next start completes it" kill9_then_start
+check "killed (-9) while mounting: the next stop cleans up" kill9_then_stop
+check "and then start works" appliance_start
 check "and stop" appliance_stop
 finish
