@@ -196,7 +196,7 @@ mod tests {
         let err = unremembered(&sys, &dev, "immich-appliance");
         let sdb = dev.join("sdb");
         assert!(
-            matches!(&err, DriveError::NotRemembered { found } if found == &[sdb.clone()]),
+            matches!(&err, DriveError::NotRemembered { found } if found == std::slice::from_ref(&sdb)),
             "{err}"
         );
         let text = err.to_string();

@@ -131,12 +131,12 @@ pub fn read_new(source: &Source, min_len: usize) -> Result<Passphrase, SecretErr
                 len: p.len(),
                 min: min_len,
             }
-        } else if !source.is_interactive() {
-            return Ok(p);
-        } else if read(source, "Type it again: ")?.as_bytes() == p.as_bytes() {
-            return Ok(p);
-        } else {
+        } else if source.is_interactive()
+            && read(source, "Type it again: ")?.as_bytes() != p.as_bytes()
+        {
             SecretError::Mismatch
+        } else {
+            return Ok(p);
         };
         if last {
             return Err(problem);

@@ -55,17 +55,22 @@ setup_prints_the_kit() {
 }
 check "backup setup creates the repository and prints the emergency kit" setup_prints_the_kit
 
+# The secrets a backup and a restore handle: none may show in a process's
+# argv or environment while they run, nor in the journal or on the root disk.
+{ cat "$REPO_PASS"; printf '%s\n' "$TEST_PASSPHRASE"; } > /run/needles
 first_backup() {
 	local t0 out
 	t0=$(date +%s.%N)
-	out=$("$BIN/immich-server" backup run --json) || { echo "$out"; return 1; }
+	secret_watch_start /run/needles
+	out=$("$BIN/immich-server" backup run --json) || { secret_watch_stop; echo "$out"; return 1; }
+	secret_watch_stop || return 1
 	echo "$out"
 	figure "backup_run_secs $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')"
 	figure "backup_files $(echo "$out" | jq .backup.files)"
 	[ "$(echo "$out" | jq -r .backup.outcome)" = success ] &&
 		[ "$(echo "$out" | jq -r .check.outcome)" = success ]
 }
-check "the first backup dumps, backs up, applies retention and checks" first_backup
+check "the first backup dumps, backs up, applies retention and checks (no secret in any argv or environment meanwhile)" first_backup
 
 status_is_green() {
 	local b
@@ -125,12 +130,14 @@ check "restore --dry-run shows the plan and leaves the drive locked" dry_run_cha
 one_command_restore() {
 	local t0
 	t0=$(date +%s.%N)
+	secret_watch_start /run/needles
 	"$BIN/immich-server" restore --immich-drive "$VM_DISK2" --repository "$REST_URL" \
-		--password-file "$REPO_PASS" --passphrase-file "$PASSFILE" || return 1
+		--password-file "$REPO_PASS" --passphrase-file "$PASSFILE" || { secret_watch_stop; return 1; }
+	secret_watch_stop || return 1
 	figure "restore_secs $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')"
 	all_stack_active
 }
-check "one command restores onto the new drive and starts Immich" one_command_restore
+check "one command restores onto the new drive and starts Immich (no secret in any argv or environment meanwhile)" one_command_restore
 
 byte_identical() {
 	tree_sums > /run/sums.after || return 1
@@ -138,6 +145,7 @@ byte_identical() {
 	diff /run/sums.before /run/sums.after > /run/sums.diff || { head /run/sums.diff; return 1; }
 }
 check "every file is byte-identical" byte_identical
+check "the passphrase and the repository password are not in the journal or on the root disk" secret_nowhere_at_rest /run/needles
 same_entries() {
 	entries > /run/entries.after && diff /run/entries.before /run/entries.after && grep -q "sym link.jpg -> -leading dash.jpg" /run/entries.after
 }

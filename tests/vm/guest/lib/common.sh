@@ -114,3 +114,44 @@ contains() {
 	echo "$2"
 	return 1
 }
+
+# Watching for secrets while something runs. The needles (one secret a line)
+# are read from a file, so that no grep's own argv holds them.
+#   secret_watch_start NEEDLES   samples every process's argv and environment
+#   secret_watch_stop            stops; prints what held a needle; fails if any did
+secret_watch_start() {
+	SECRET_NEEDLES=$1
+	SECRET_HITS=$(mktemp)
+	(
+		while :; do
+			grep -laF -f "$SECRET_NEEDLES" /proc/[0-9]*/cmdline /proc/[0-9]*/environ 2> /dev/null |
+				while read -r f; do
+					echo "$f: $(tr '\0' ' ' < "$f" 2> /dev/null | cut -c1-80)"
+				done >> "$SECRET_HITS"
+			sleep 0.1
+		done
+	) &
+	SECRET_WATCHER=$!
+	SECRET_SAMPLES_FROM=$(_now)
+}
+secret_watch_stop() {
+	kill "$SECRET_WATCHER" 2> /dev/null
+	wait "$SECRET_WATCHER" 2> /dev/null
+	echo "watched argv and environment of every process for $(_took "$SECRET_SAMPLES_FROM") s"
+	if [ -s "$SECRET_HITS" ]; then
+		echo "a secret was in a process's argv or environment:"
+		sort -u "$SECRET_HITS" | head -20
+		return 1
+	fi
+}
+# secret_nowhere_at_rest NEEDLES: not in the journal, nor on the root disk
+# outside the test's own files in /run.
+secret_nowhere_at_rest() {
+	if journalctl -b -o cat | grep -qaF -f "$1"; then
+		echo "a secret is in the journal"
+		return 1
+	fi
+	local hits
+	hits=$(grep -rlaF -f "$1" /etc /var /root /home /tmp /opt 2> /dev/null | grep -v "^$1\$")
+	[ -z "$hits" ] || { echo "a secret is on the root disk: $hits"; return 1; }
+}
