@@ -279,15 +279,12 @@ lib.runTests {
       in
       {
         failed = failed c;
+        # The flake hands the Pi the aarch64 build of its own package.
         package = c.services.immich-appliance.package.system;
-        uboot = c.hardware.raspberry-pi.firmware.uboot.enable;
-        sdImage = c.sdImage.compressImage;
       };
     expected = {
       failed = [ ];
       package = "aarch64-linux";
-      uboot = true;
-      sdImage = true;
     };
   };
   # The template an owner starts from evaluates as shipped and with its
