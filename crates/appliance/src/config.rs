@@ -190,6 +190,7 @@ pub struct Backup {
     pub drill_free_margin_mib: u64,
     pub lock_file: PathBuf,
     pub stop_wait_secs: u64,
+    pub progress_every_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

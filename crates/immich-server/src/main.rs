@@ -365,6 +365,7 @@ fn rustic_cli(cfg: &Config, profile: &Path, cache: &Path) -> RusticCli {
         profile: profile.to_owned(),
         cache_dir: cache.to_owned(),
         label: cfg.backup.label.clone(),
+        progress_every: std::time::Duration::from_secs(cfg.backup.progress_every_secs),
     }
 }
 

@@ -16,14 +16,20 @@ quiet_uploads
 MP=$(cfg drive.mount-point)
 
 mkdir -p /etc/immich-appliance
-printf '\n[backup]\nessential-only = true\n' >> /etc/immich-appliance/config.toml
+printf '\n[backup]\nessential-only = true\nprogress-every-secs = 2\n' >> /etc/immich-appliance/config.toml
 check "init" appliance_init > /dev/null
 check "start" appliance_start
 check "REST server" rest_server_start
 check "a library of about 150 MB" gen_library 600 200 2 16
 check "a database" fill_database
 check "setup" backup_setup > /dev/null
-check "backup" "$BIN/immich-server" backup run
+backup_shows_progress() {
+	local out
+	out=$("$BIN/immich-server" backup run 2>&1) || { echo "$out"; return 1; }
+	echo "$out"
+	grep -qE "read .* of .* \([0-9]+ %\) in " <<< "$out" && contains "Backup done" "$out"
+}
+check "backup, saying how far it is while it runs" backup_shows_progress
 check "stop" appliance_stop
 check "init the new drive" appliance_init "$VM_DISK2" > /dev/null
 

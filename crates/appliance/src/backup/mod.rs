@@ -433,7 +433,32 @@ fn backup_steps(
     } else {
         "full"
     };
-    let snap = env.repo.backup(&p.sources(cfg), &[tag.to_owned()])?;
+    let sources = p.sources(cfg);
+    // The size to expect, for "how far": a walk of the sources, cheap next
+    // to reading them.
+    let total: u64 = sources
+        .iter()
+        .filter_map(|s| tree::tally(s).ok().map(|t| t.bytes))
+        .sum::<u64>()
+        + sources
+            .iter()
+            .filter(|s| s.is_file())
+            .filter_map(|s| fs::metadata(s).ok().map(|m| m.len()))
+            .sum::<u64>();
+    let report = |read: u64, elapsed: std::time::Duration| {
+        let pct = if total > 0 {
+            format!(" ({:.0} %)", 100.0 * read.min(total) as f64 / total as f64)
+        } else {
+            String::new()
+        };
+        env.progress.note(&format!(
+            "read {} of {}{pct} in {}",
+            human_bytes(read),
+            human_bytes(total),
+            humantime::format_duration(std::time::Duration::from_secs(elapsed.as_secs()))
+        ));
+    };
+    let snap = env.repo.backup(&sources, &[tag.to_owned()], &report)?;
     timings[1] = t.elapsed().as_secs_f64();
 
     env.progress.step("Applying the retention policy");

@@ -80,10 +80,19 @@ pub enum RepoError {
     Output { verb: &'static str, error: String },
 }
 
+/// How far a backup has come: bytes read from the sources so far.
+pub type OnProgress<'a> = &'a dyn Fn(u64, std::time::Duration);
+
 /// The repository operations the appliance uses.
 pub trait Repo {
-    /// Backs up `paths` (absolute) and returns the new snapshot.
-    fn backup(&self, paths: &[PathBuf], tags: &[String]) -> Result<Snapshot, RepoError>;
+    /// Backs up `paths` (absolute) and returns the new snapshot;
+    /// `progress` is told, every little while, how much it has read.
+    fn backup(
+        &self,
+        paths: &[PathBuf],
+        tags: &[String],
+        progress: OnProgress,
+    ) -> Result<Snapshot, RepoError>;
     /// Applies the retention policy to this appliance's snapshots and prunes.
     fn forget_prune(&self, keep: Keep) -> Result<(), RepoError>;
     /// Checks the repository; `read` is None (structure only), Some("5%")
@@ -110,6 +119,8 @@ pub struct RusticCli {
     pub profile: PathBuf,
     pub cache_dir: PathBuf,
     pub label: String,
+    /// How often a running backup reports how far it is.
+    pub progress_every: std::time::Duration,
 }
 
 impl RusticCli {
@@ -252,16 +263,72 @@ struct Group {
     snapshots: Vec<Snapshot>,
 }
 
+/// Bytes a process has read (`rchar`: read calls, from the page cache too,
+/// where `read_bytes` would miss files the cache holds): rustic reads each
+/// source file once, so this is how far it is, give or take its own index.
+fn read_bytes(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("rchar:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 impl Repo for RusticCli {
-    fn backup(&self, paths: &[PathBuf], tags: &[String]) -> Result<Snapshot, RepoError> {
+    fn backup(
+        &self,
+        paths: &[PathBuf],
+        tags: &[String],
+        progress: OnProgress,
+    ) -> Result<Snapshot, RepoError> {
+        self.profile_exists()?;
         let mut c = self.cmd();
         c.args(["backup", "--json", "--label", &self.label]);
         if !tags.is_empty() {
             c.arg("--tag").arg(tags.join(","));
         }
         c.args(paths);
-        let out = self.run("backup", c)?;
-        serde_json::from_str(&out).map_err(|e| RepoError::Output {
+        let mut child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(self.spawn_error())?;
+        // Both pipes drain on their own threads, so neither can fill up and
+        // stall rustic while this one watches the clock.
+        let drain = |mut r: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                let _ = r.read_to_end(&mut v);
+                v
+            })
+        };
+        let out = drain(Box::new(child.stdout.take().expect("piped")));
+        let err = drain(Box::new(child.stderr.take().expect("piped")));
+        let t0 = std::time::Instant::now();
+        let mut next = t0 + self.progress_every;
+        let status = loop {
+            if let Some(st) = child.try_wait().map_err(self.spawn_error())? {
+                break st;
+            }
+            if std::time::Instant::now() >= next {
+                if let Some(read) = read_bytes(child.id()) {
+                    progress(read, t0.elapsed());
+                }
+                next += self.progress_every;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        };
+        let out = out.join().unwrap_or_default();
+        let stderr = String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned();
+        for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+            tracing::info!(target: "rustic", "{line}");
+        }
+        if !status.success() {
+            return Err(classify("backup", &status.to_string(), &stderr));
+        }
+        serde_json::from_str(&String::from_utf8_lossy(&out)).map_err(|e| RepoError::Output {
             verb: "backup",
             error: e.to_string(),
         })

@@ -129,7 +129,12 @@ fn essential_only_really_changes_what_is_saved() {
 fn a_run_while_the_drive_is_locked_is_a_recorded_skip() {
     struct NoRepo;
     impl rustic::Repo for NoRepo {
-        fn backup(&self, _: &[PathBuf], _: &[String]) -> Result<Snapshot, RepoError> {
+        fn backup(
+            &self,
+            _: &[PathBuf],
+            _: &[String],
+            _: rustic::OnProgress,
+        ) -> Result<Snapshot, RepoError> {
             panic!("must not run")
         }
         fn forget_prune(&self, _: Keep) -> Result<(), RepoError> {
