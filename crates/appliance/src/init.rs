@@ -37,7 +37,7 @@ pub enum InitError {
     #[error("{0} is read-only (a write-protect switch?)")]
     ReadOnly(PathBuf),
     #[error(
-        "the appliance drive is unlocked right now (/dev/mapper/{0}); stop it with `immich-server --stop` before preparing another drive"
+        "the appliance drive is unlocked right now (/dev/mapper/{0}); stop it with `sudo immich-server --stop` before preparing another drive"
     )]
     ApplianceRunning(String),
     #[error("not confirmed; nothing was changed")]

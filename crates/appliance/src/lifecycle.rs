@@ -63,11 +63,11 @@ pub enum Cause {
     #[error(transparent)]
     Interrupted(#[from] Interrupted),
     #[error(
-        "the drive under /dev/mapper/{mapper} is gone (unplugged while unlocked). Run `immich-server --stop` to clean up, plug the drive back in, then start again"
+        "the drive under /dev/mapper/{mapper} is gone (unplugged while unlocked). Run `sudo immich-server --stop` to clean up, plug the drive back in, then start again"
     )]
     DriveGone { mapper: String },
     #[error(
-        "another drive, {other}, is unlocked as /dev/mapper/{mapper}; stop it first with `immich-server --stop`"
+        "another drive, {other}, is unlocked as /dev/mapper/{mapper}; stop it first with `sudo immich-server --stop`"
     )]
     OtherDriveOpen { mapper: String, other: PathBuf },
     #[error("{0} is in use: {1}. Unmount it or stop what uses it first")]

@@ -17,7 +17,7 @@ pub enum LuksError {
     #[error("wrong passphrase for {0} (no key slot matched)")]
     WrongPassphrase(PathBuf),
     #[error(
-        "{0} is not a LUKS drive. Prepare it with `immich-server init`, or pass --no-decryption for an unencrypted drive"
+        "{0} is not a LUKS drive. Prepare it with `sudo immich-server init --immich-drive {0}` (that erases it), or pass --no-decryption for an unencrypted drive"
     )]
     NotLuks(PathBuf),
     #[error("{device} is unlocked already, as /dev/mapper/{name}")]

@@ -233,7 +233,8 @@ pub fn gather(cfg: &Config, parts: &Parts) -> Status {
 
     let (state, summary) = if gone {
         advice.push(
-            "run `immich-server --stop` to clean up, then plug the drive in and start again".into(),
+            "run `sudo immich-server --stop` to clean up, then plug the drive in and start again"
+                .into(),
         );
         (
             "unplugged",
