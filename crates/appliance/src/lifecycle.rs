@@ -412,12 +412,14 @@ fn start_steps(
     // failed units keep a stale transient mount unit loaded (its name then
     // cannot be used again) and carry systemd's start rate limit.
     let t = Instant::now();
+    // The stack names postgresql.target; the server behind it is the unit
+    // that fails and that binds to the mount.
     for unit in cfg
         .units
         .stack
         .iter()
         .chain(&cfg.units.after_start)
-        .chain(std::iter::once(&cfg.mount_unit()))
+        .chain([&cfg.units.postgresql_server, &cfg.mount_unit()])
     {
         parts.systemd.reset_failed(unit)?;
     }
