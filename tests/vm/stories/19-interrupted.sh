@@ -43,7 +43,7 @@ start_cut_at() {
 	nothing_half_up || return 1
 	[ "$(interrupted_in_journal)" -gt "$before" ] || { echo "no rollback for the interruption in the journal"; journalctl -b -o cat -t immich-server | tail -20; return 1; }
 }
-luks_mark() { cryptsetup luksDump "$VM_DISK" 2> /dev/null | awk -F: '/^Subsystem/ {gsub(/ /, "", $2); print $2}'; }
+luks_mark() { cryptsetup luksDump "$VM_DISK" 2> /dev/null | awk -F: '/^Subsystem/ {gsub(/[ \t]/, "", $2); print $2}'; }
 init_cut_at() {
 	run_and_hang_up "$1" "$BIN/immich-server init --immich-drive $VM_DISK --yes --force --insecure-fast-kdf-for-tests --passphrase-file $PASSFILE" || return 1
 	! mapper_open "$(mapper_name)" && ! is_mounted "$MP" && [ "$(luks_mark)" != immich-appliance ] &&
