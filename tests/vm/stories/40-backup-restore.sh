@@ -36,7 +36,7 @@ odd_entries() {
 	local d; d="$MP/$(cfg layout.media.path)/library/odd entries/ünï cødé"
 	mkdir -p "$d" "$MP/$(cfg layout.media.path)/library/an empty folder" &&
 		printf 'x%.0s' $(seq 1 5000) > "$d/-leading dash.jpg" && : > "$d/empty file.jpg" &&
-		ln "$d/-leading dash.jpg" "$d/hard link.jpg" && ln -s "-leading dash.jpg" "$d/sym link.jpg" &&
+		ln "$d/-leading dash.jpg" "$d/hard link.jpg" && ln -s -- "-leading dash.jpg" "$d/sym link.jpg" &&
 		ln -s /nowhere "$d/dangling link" && chmod 0640 "$d/empty file.jpg" &&
 		chown -R immich:immich "$MP/$(cfg layout.media.path)/library"
 }
