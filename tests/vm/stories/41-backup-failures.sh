@@ -68,10 +68,13 @@ essential_only() {
 	printf '\n[backup]\nessential-only = true\n' >> /etc/immich-appliance/config.toml
 	"$BIN/immich-server" backup run > /dev/null || return 1
 	ls=$(rustic_drive ls latest)
-	! echo "$ls" | grep -q '/thumbs/' && ! echo "$ls" | grep -q '/encoded-video/' &&
+	# Of the regenerable folders only Immich's folder markers are kept.
+	[ "$(echo "$ls" | grep -E '/(thumbs|encoded-video)/' | sort | paste -sd' ')" = \
+		"$(echo "$ls" | grep -E '/(thumbs|encoded-video)/\.immich$' | sort | paste -sd' ')" ] &&
+		echo "$ls" | grep -q '/thumbs/\.immich$' && echo "$ls" | grep -q '/encoded-video/\.immich$' &&
 		echo "$ls" | grep -q '/upload/' && echo "$ls" | grep -q '/dumps/immich.pgdump'
 }
-check "essential-only leaves thumbnails and encoded videos out, keeps originals and the dump" essential_only
+check "essential-only leaves thumbnails and encoded videos out (but their .immich markers), keeps originals and the dump" essential_only
 
 killed_run_then_recovers() {
 	local st
