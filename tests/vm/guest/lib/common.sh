@@ -117,7 +117,7 @@ contains() {
 
 # Watching for secrets while something runs. The needles (one secret a line)
 # are read from a file, so that no grep's own argv holds them.
-#   secret_watch_start NEEDLES   samples every process's argv and environment
+#   secret_watch_start NEEDLES   samples every process's argv and environment (4 times a second)
 #   secret_watch_stop            stops; prints what held a needle; fails if any did
 secret_watch_start() {
 	SECRET_NEEDLES=$1
@@ -128,7 +128,9 @@ secret_watch_start() {
 				while read -r f; do
 					echo "$f: $(tr '\0' ' ' < "$f" 2> /dev/null | cut -c1-80)"
 				done >> "$SECRET_HITS"
-			sleep 0.1
+			# Often enough to see every child of a run (rustic, pg_dump,
+			# psql live for seconds), seldom enough not to slow them.
+			sleep 0.25
 		done
 	) &
 	SECRET_WATCHER=$!
