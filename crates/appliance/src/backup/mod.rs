@@ -600,8 +600,7 @@ pub fn human_bytes(b: u64) -> String {
 
 /// Free bytes for unprivileged writes on the filesystem holding `path`.
 pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
-    let s = nix::sys::statvfs::statvfs(path).map_err(std::io::Error::from)?;
-    Ok(s.blocks_available() as u64 * s.fragment_size() as u64)
+    host::space(path).map(|s| s.free_bytes)
 }
 
 /// Reads the row counts written beside a dump.
