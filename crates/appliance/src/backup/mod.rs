@@ -434,23 +434,18 @@ fn backup_steps(
         "full"
     };
     let sources = p.sources(cfg);
-    // The size to expect, for "how far": a walk of the sources, made only
-    // once a report is due, so that a short daily run does not pay for it.
-    let total = std::cell::OnceCell::new();
-    let size_of_sources = || -> u64 {
-        sources
+    // The size to expect, for "how far": a walk of the sources, cheap next
+    // to reading them.
+    let total: u64 = sources
+        .iter()
+        .filter_map(|s| tree::tally(s).ok().map(|t| t.bytes))
+        .sum::<u64>()
+        + sources
             .iter()
-            .map(|s| {
-                if s.is_file() {
-                    fs::metadata(s).map(|m| m.len()).unwrap_or(0)
-                } else {
-                    tree::tally(s).map(|t| t.bytes).unwrap_or(0)
-                }
-            })
-            .sum()
-    };
+            .filter(|s| s.is_file())
+            .filter_map(|s| fs::metadata(s).ok().map(|m| m.len()))
+            .sum::<u64>();
     let report = |read: u64, elapsed: std::time::Duration| {
-        let total = *total.get_or_init(size_of_sources);
         let pct = if total > 0 {
             format!(" ({:.0} %)", 100.0 * read.min(total) as f64 / total as f64)
         } else {
