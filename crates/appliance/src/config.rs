@@ -59,6 +59,7 @@ pub struct Config {
     pub immich: Immich,
     pub throttle: Throttle,
     pub backup: Backup,
+    pub alerts: Alerts,
     pub tools: Tools,
 }
 
@@ -120,6 +121,8 @@ pub struct Units {
     pub backup_after_unlock: String,
     pub drill: String,
     pub drill_timer: String,
+    pub alerts: String,
+    pub alerts_timer: String,
     pub postgresql_server: String,
     pub immich_slice: String,
     pub start_timeout_secs: u64,
@@ -191,6 +194,28 @@ pub struct Backup {
     pub lock_file: PathBuf,
     pub stop_wait_secs: u64,
     pub progress_every_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Alerts {
+    pub name: String,
+    pub page_url: String,
+    pub ntfy_url: String,
+    pub ntfy_priority: String,
+    pub webhook_url: String,
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub smtp_security: String,
+    pub smtp_user: String,
+    pub smtp_password_file: PathBuf,
+    pub email_from: String,
+    pub email_to: Vec<String>,
+    pub state_file: PathBuf,
+    pub lock_file: PathBuf,
+    pub repeat_after_minutes: u64,
+    pub hot_minutes: u64,
+    pub timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -336,6 +361,8 @@ impl Config {
         }
         crate::throttle::QuietHours::parse(&t.quiet_hours_start, &t.quiet_hours_end)
             .map_err(|m| invalid(format!("throttle.quiet-hours: {m}")))?;
+        crate::alerts::channels::validate(&self.alerts)
+            .map_err(|m| invalid(format!("alerts.{m}")))?;
         Ok(())
     }
 

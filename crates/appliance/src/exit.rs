@@ -18,10 +18,11 @@ pub enum Exit {
     Backup = 11,
     Interrupted = 12,
     Attention = 13,
+    Alert = 14,
 }
 
 impl Exit {
-    pub const ALL: [Exit; 14] = [
+    pub const ALL: [Exit; 15] = [
         Exit::Ok,
         Exit::Failure,
         Exit::Usage,
@@ -36,6 +37,7 @@ impl Exit {
         Exit::Backup,
         Exit::Interrupted,
         Exit::Attention,
+        Exit::Alert,
     ];
 
     pub fn code(self) -> u8 {
@@ -67,6 +69,7 @@ impl Exit {
             Exit::Attention => {
                 "status: something needs you (a service down, the drive unplugged or nearly full, backups red); its advice says what"
             }
+            Exit::Alert => "alerts: a message could not be delivered (the next check tries again)",
         }
     }
 }

@@ -3,6 +3,7 @@
 //! implementations, and the logic of the `immich-server` and
 //! `immich-throttle` binaries, which stay thin.
 
+pub mod alerts;
 pub mod backup;
 pub mod blockdev;
 pub mod config;

@@ -98,6 +98,8 @@ pub struct SocStatus {
     pub temperature_c: Option<f64>,
     pub throttled_bits: Option<u32>,
     pub throttled: Vec<&'static str>,
+    /// The hwmon under-voltage alarm, where the kernel has it.
+    pub undervoltage: Option<bool>,
     pub clock_max_mhz: Option<u32>,
 }
 
@@ -212,6 +214,7 @@ pub fn gather(cfg: &Config, parts: &Parts) -> Status {
         temperature_c: sensors.temperature_mc().ok().map(|m| m as f64 / 1000.0),
         throttled_bits: bits,
         throttled: bits.map(sysfs::throttled_names).unwrap_or_default(),
+        undervoltage: sensors.undervoltage_alarm(),
         clock_max_mhz: sysfs::CpuFreq::freq(&sensors)
             .ok()
             .map(|f| f.scaling_max_khz / 1000),

@@ -113,6 +113,11 @@ pub enum Cmd {
     /// Recover onto a new drive from the latest backup: restore, verify, start
     #[command(after_help = RESTORE_HELP)]
     Restore(RestoreArgs),
+    /// Alerts to the owner's phone or e-mail: check now (what the timer runs), or send a test
+    Alerts {
+        #[command(subcommand)]
+        cmd: AlertsCmd,
+    },
     /// Show the effective configuration
     ShowConfig(ShowConfigArgs),
     /// Print shell completions
@@ -154,6 +159,14 @@ pub enum BackupCmd {
     Status,
     /// List this appliance's snapshots
     Snapshots,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsCmd {
+    /// Tell each channel what changed since the last check (what the timer runs)
+    Check,
+    /// Send a test message through every configured channel
+    Test,
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -204,6 +217,7 @@ impl Cmd {
     pub fn name(&self) -> &'static str {
         match self {
             Cmd::Backup { .. } => "backup",
+            Cmd::Alerts { .. } => "alerts",
             Cmd::Restore(_) => "restore",
             Cmd::Start(_) => "start",
             Cmd::Stop => "stop",

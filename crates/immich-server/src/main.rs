@@ -2,6 +2,7 @@
 //! over the `appliance` library: parse, set up logging, run the verb, print,
 //! and exit with a documented code.
 
+mod alerts_cmd;
 mod cli;
 
 use std::process::ExitCode;
@@ -296,6 +297,18 @@ fn other(cli: &Cli, cmd: &Cmd, term: &Term) -> Result<(), Fail> {
         }
         Cmd::Backup { cmd } => backup_cmd(cli, cmd, term),
         Cmd::Restore(a) => restore_cmd(cli, a, term),
+        Cmd::Alerts { cmd } => {
+            if matches!(cmd, cli::AlertsCmd::Check) {
+                need_root("alerts check")?;
+            }
+            let cfg = load_config(cli)?;
+            alerts_cmd::run(
+                &cfg,
+                cmd,
+                || Ok(status::gather(&cfg, &Seams::new(&cfg)?.parts())),
+                term,
+            )
+        }
         Cmd::ShowConfig(a) => {
             let cfg = if a.defaults {
                 Config::defaults()
