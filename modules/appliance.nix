@@ -96,6 +96,24 @@ let
       ping-url = if backup.pingUrl == null then "" else backup.pingUrl;
       stale-after-hours = backup.staleAfterHours;
     };
+    alerts =
+      let
+        a = cfg.alerts;
+        orEmpty = v: if v == null then "" else v;
+      in
+      {
+        name = orEmpty a.name;
+        page-url = orEmpty a.pageUrl;
+        ntfy-url = orEmpty a.ntfy.url;
+        ntfy-priority = a.ntfy.priority;
+        webhook-url = orEmpty a.webhookUrl;
+        smtp-host = orEmpty a.email.smtpHost;
+        smtp-port = a.email.port;
+        smtp-security = a.email.security;
+        smtp-user = orEmpty a.email.user;
+        email-from = orEmpty a.email.from;
+        email-to = a.email.to;
+      };
     # External programs by store path, never looked up in PATH.
     tools = {
       e2fsck = "${pkgs.e2fsprogs}/bin/e2fsck";

@@ -7,6 +7,7 @@
     ./machine-learning.nix
     ./throttle.nix
     ./backup.nix
+    ./alerts.nix
     ./remote-access.nix
     ./hardening.nix
   ];

@@ -575,6 +575,68 @@ lib.runTests {
     };
   };
 
+  # Alerts: nothing runs until a channel is set, by an option or by a
+  # settings key; then a timer checks, starting soon after boot, while the
+  # drive may still be locked.
+  testAlertsAreOffUntilAChannelIsSet = {
+    expr =
+      let
+        c = config [ ];
+      in
+      {
+        timer = c.systemd.timers ? immich-alerts;
+        service = c.systemd.services ? immich-alerts;
+      };
+    expected = {
+      timer = false;
+      service = false;
+    };
+  };
+  testAnNtfyTopicAloneSchedulesTheCheck = {
+    expr =
+      let
+        c = config [ (ia { alerts.ntfy.url = "https://ntfy.sh/immich-7f3k9q2m4x"; }) ];
+        svc' = svc c "immich-alerts";
+      in
+      {
+        inherit (c.systemd.timers.immich-alerts) wantedBy timerConfig;
+        inherit (svc'.serviceConfig) ExecStart;
+        # It must run while the drive is locked: that is the "locked" alert.
+        bound = svc'.bindsTo;
+        after = svc'.after;
+        url = (settings c).alerts.ntfy-url;
+        email = (settings c).alerts.smtp-host;
+      };
+    expected = {
+      wantedBy = [ "timers.target" ];
+      timerConfig = {
+        OnBootSec = "1min";
+        OnUnitActiveSec = "5min";
+        Unit = "immich-alerts.service";
+      };
+      ExecStart = "/nix/store/00000000000000000000000000000000-immich-appliance/bin/immich-server alerts check";
+      bound = [ ];
+      after = [ "network-online.target" ];
+      url = "https://ntfy.sh/immich-7f3k9q2m4x";
+      email = "";
+    };
+  };
+  testAChannelSetInSettingsSchedulesTheCheckToo = {
+    expr = (config [ (ia { settings.alerts.webhook-url = "http://hub.local/hook"; }) ]).systemd.timers ? immich-alerts;
+    expected = true;
+  };
+  testANtfyUrlMustNameATopic = {
+    expr =
+      (builtins.tryEval (config [ (ia { alerts.ntfy.url = "https://ntfy.sh/"; }) ]).services.immich-appliance.alerts.ntfy.url).success;
+    expected = false;
+  };
+  testEmailNeedsASenderAndARecipient = {
+    expr = hasMessage "alerts.email needs `from`" (config [
+      (ia { alerts.email.smtpHost = "smtp.example.org"; })
+    ]);
+    expected = true;
+  };
+
   # Every option of the appliance is documented.
   testEveryOptionHasADescriptionAndAnExample = {
     expr = map (o: o.name) (

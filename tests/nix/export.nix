@@ -54,6 +54,23 @@ in
               serve = true;
               authKeyFromDrive = true;
             };
+            alerts = {
+              name = "Photos at home";
+              pageUrl = "https://immich.tail1234.ts.net/";
+              ntfy = {
+                url = "https://ntfy.sh/immich-7f3k9q2m4x";
+                priority = "urgent";
+              };
+              webhookUrl = "http://homeassistant.local:8123/api/webhook/immich";
+              email = {
+                smtpHost = "smtp.fastmail.com";
+                port = 465;
+                security = "tls";
+                user = "me@fastmail.com";
+                from = "Immich appliance <me@fastmail.com>";
+                to = [ "me@example.org" ];
+              };
+            };
             settings.units.start-timeout-secs = 900;
           };
         }
@@ -64,5 +81,16 @@ in
   rejected = lib.mapAttrs (_: both) {
     unknown-key = e.config [ { services.immich-appliance.settings.units.bogus = 1; } ];
     wrong-type = e.config [ { services.immich-appliance.settings.units.start-timeout-secs = "soon"; } ];
+    # Unencrypted SMTP is for a relay on the Pi itself.
+    plain-smtp-to-another-host = e.config [
+      {
+        services.immich-appliance.alerts.email = {
+          smtpHost = "smtp.example.org";
+          security = "plain";
+          from = "a@example.org";
+          to = [ "b@example.org" ];
+        };
+      }
+    ];
   };
 }

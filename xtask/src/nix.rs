@@ -212,6 +212,7 @@ fn check_configs(export: &Value) -> Result<()> {
     let expect_key: BTreeMap<&str, &str> = [
         ("unknown-key", "bogus"),
         ("wrong-type", "start-timeout-secs"),
+        ("plain-smtp-to-another-host", "smtp-security"),
     ]
     .into();
     let rejected = export["rejected"]

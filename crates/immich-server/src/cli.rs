@@ -167,6 +167,8 @@ pub enum AlertsCmd {
     Check,
     /// Send a test message through every configured channel
     Test,
+    /// Store the SMTP password on the drive (asked without echo, or --passphrase-file)
+    EmailPassword,
 }
 
 #[derive(Debug, Args, Clone, Default)]

@@ -298,13 +298,14 @@ fn other(cli: &Cli, cmd: &Cmd, term: &Term) -> Result<(), Fail> {
         Cmd::Backup { cmd } => backup_cmd(cli, cmd, term),
         Cmd::Restore(a) => restore_cmd(cli, a, term),
         Cmd::Alerts { cmd } => {
-            if matches!(cmd, cli::AlertsCmd::Check) {
-                need_root("alerts check")?;
+            if !matches!(cmd, cli::AlertsCmd::Test) {
+                need_root("alerts")?;
             }
             let cfg = load_config(cli)?;
             alerts_cmd::run(
                 &cfg,
                 cmd,
+                &Source::from_arg(cli.global.passphrase_file.as_deref()),
                 || Ok(status::gather(&cfg, &Seams::new(&cfg)?.parts())),
                 term,
             )

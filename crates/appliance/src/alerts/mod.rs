@@ -553,6 +553,24 @@ pub fn run_check(
     Ok(report)
 }
 
+/// `immich-server alerts email-password`: the SMTP password, written onto
+/// the unlocked drive (never the SD card), readable by root alone.
+pub fn store_email_password(
+    cfg: &Config,
+    password: &crate::secret::Passphrase,
+) -> Result<std::path::PathBuf, String> {
+    if !crate::backup::drive_ready(cfg) {
+        return Err(format!(
+            "the drive is not unlocked at {}; the password is kept on it, so unlock it first: `sudo immich-server --start`",
+            cfg.drive.mount_point.display()
+        ));
+    }
+    let path = cfg.drive.mount_point.join(&cfg.alerts.smtp_password_file);
+    crate::host::write_atomic(&path, password.as_bytes(), 0o600)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
+}
+
 /// Reads the state file; a missing file is a fresh start, and an unreadable
 /// one too (after saying so), so that alerts never stop over it.
 pub fn load_state(path: &Path) -> State {
