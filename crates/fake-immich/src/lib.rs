@@ -9,6 +9,7 @@
 
 pub mod library;
 pub mod markers;
+pub mod ntfy;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -343,14 +344,16 @@ fn drain_loop(state: Arc<Mutex<State>>, stop: Arc<AtomicBool>) {
     }
 }
 
-struct Request {
-    method: String,
-    path: String,
-    headers: BTreeMap<String, String>,
-    body: Vec<u8>,
+#[derive(Debug)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    /// Lower-cased names.
+    pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
 }
 
-fn read_request(stream: &TcpStream) -> std::io::Result<Request> {
+pub fn read_request(stream: &TcpStream) -> std::io::Result<Request> {
     let mut r = BufReader::new(stream);
     let mut line = String::new();
     r.read_line(&mut line)?;

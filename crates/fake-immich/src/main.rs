@@ -55,6 +55,10 @@ struct Args {
     video_mib: u64,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Instead of Immich: a stand-in ntfy server on --listen, appending
+    /// each published message to this JSON-lines file
+    #[arg(long, value_name = "FILE")]
+    ntfy_log: Option<PathBuf>,
 }
 
 fn parse_backlog(s: &str) -> Result<(String, u64), String> {
@@ -81,6 +85,13 @@ fn main() {
                 );
                 std::process::exit(1);
             }
+        }
+        return;
+    }
+    if let Some(log) = &a.ntfy_log {
+        if let Err(e) = fake_immich::ntfy::serve(&a.listen, log) {
+            eprintln!("fake-immich: the ntfy stand-in failed: {e}");
+            std::process::exit(1);
         }
         return;
     }

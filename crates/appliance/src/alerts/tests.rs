@@ -584,3 +584,69 @@ fn channels_are_built_only_from_what_is_filled_in() {
     );
     assert!(waiting.is_empty());
 }
+
+/// The real ntfy and webhook channels against the stand-in of ntfy's
+/// publish API: what a phone would show.
+#[test]
+fn the_ntfy_and_webhook_channels_speak_ntfys_publish_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("ntfy.jsonl");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let log2 = log.clone();
+    std::thread::spawn(move || fake_immich::ntfy::serve_on(listener, &log2));
+    let cfg = alerts_cfg(&format!(
+        "name = \"Fotos à la maison\"\npage-url = \"http://immich.local/\"\nntfy-url = \"http://127.0.0.1:{port}/immich-x7\"\nwebhook-url = \"http://127.0.0.1:{port}/hook\""
+    ))
+    .unwrap();
+    let (v, _) = channels::configured(&cfg);
+    let ctx = Context::new(&cfg);
+    for ch in &v {
+        ch.send(&ctx.message(
+            Condition::Locked,
+            Kind::Raised,
+            "The drive is plugged in and locked.",
+        ))
+        .unwrap();
+    }
+    v[0].send(&ctx.message(Condition::Locked, Kind::Resolved, ""))
+        .unwrap();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let n = &lines[0];
+    assert_eq!(n["topic"], "immich-x7");
+    assert_eq!(
+        n["title"],
+        "Fotos à la maison: the drive is locked and Immich is stopped"
+    );
+    assert_eq!(n["priority"], 4);
+    assert_eq!(n["tags"], serde_json::json!(["warning", "locked"]));
+    assert_eq!(n["click"], "http://immich.local/");
+    assert!(
+        n["message"]
+            .as_str()
+            .unwrap()
+            .contains("sudo immich-server --start")
+    );
+    let hook: serde_json::Value =
+        serde_json::from_str(lines[1]["message"].as_str().unwrap()).unwrap();
+    assert_eq!(lines[1]["topic"], "hook");
+    assert_eq!(hook["condition"], "locked");
+    assert_eq!(hook["event"], "raised");
+    assert_eq!(hook["appliance"], "Fotos à la maison");
+    assert_eq!(lines[2]["priority"], 3);
+    assert_eq!(
+        lines[2]["tags"],
+        serde_json::json!(["white_check_mark", "locked"])
+    );
+
+    // A server that refuses says so, with its code, and no path.
+    let cfg = alerts_cfg(&format!("ntfy-url = \"http://127.0.0.1:{port}/bad.topic\"")).unwrap();
+    let (v, _) = channels::configured(&cfg);
+    let e = v[0].send(&ctx.test_message()).unwrap_err();
+    assert!(e.contains("HTTP 400") && !e.contains("bad.topic"), "{e}");
+}
