@@ -34,7 +34,8 @@ fi
 # e2fsprogs and a kernel, plus the services the appliance starts and the
 # tools the backup stories use (rclone serves rustic's REST backend).
 base_pkgs=systemd-sysv,dbus,udev,kmod,cryptsetup-bin,e2fsprogs,util-linux,procps,linux-image-amd64,initramfs-tools
-extra_pkgs="postgresql redis-server rclone curl jq"
+# exim4: a real SMTP server for the e-mail alerts, delivering to local mailboxes.
+extra_pkgs="postgresql redis-server rclone curl jq exim4-daemon-light"
 
 key=$(
 	{
@@ -136,7 +137,7 @@ chrooted 60 systemctl enable vmtest.service || fail "enabling vmtest.service fai
 # The appliance starts its services itself; Debian's copies stay off. Its
 # default cluster would also be pulled in by Debian's postgresql generator
 # and take the socket, so it goes, and the per-cluster template is masked.
-for u in postgresql.service redis-server.service; do
+for u in postgresql.service redis-server.service exim4.service exim4-base.timer; do
 	chrooted 60 systemctl disable "$u" || true
 done
 chrooted 120 pg_dropcluster 15 main || fail "pg_dropcluster failed"

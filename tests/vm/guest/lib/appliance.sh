@@ -157,6 +157,27 @@ After=$MOUNT_UNIT"
 		Nice=19
 		IOSchedulingClass=idle
 	EOF
+	# As modules/alerts.nix declares them: not bound to the drive.
+	unit immich-alerts.service <<-EOF
+		[Unit]
+		Description=Immich appliance alerts check
+		Wants=network-online.target
+		After=network-online.target
+		[Service]
+		Type=oneshot
+		ExecStart=$BIN/immich-server alerts check
+		StateDirectory=immich-appliance
+		TimeoutStartSec=5min
+		Nice=10
+	EOF
+	unit immich-alerts.timer <<-EOF
+		[Unit]
+		Description=Immich appliance alerts check, every 5min
+		[Timer]
+		OnBootSec=1min
+		OnUnitActiveSec=5min
+		Unit=immich-alerts.service
+	EOF
 	unit immich-backup-after-unlock.timer <<-EOF
 		[Unit]
 		Description=Back up shortly after the drive is unlocked
