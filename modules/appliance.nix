@@ -43,6 +43,7 @@ let
       mapper-name = cfg.drive.mapperName;
       mount-point = mountPoint;
       mount-options = cfg.drive.mountOptions;
+      cipher = cfg.drive.cipher;
     };
     layout = {
       # One data directory per PostgreSQL major version, so that an upgrade
@@ -186,6 +187,22 @@ in
         ];
         description = "Mount options of the drive's ext4 filesystem.";
       };
+      cipher = mkOption {
+        type = types.enum [
+          "auto"
+          "aes-xts-plain64"
+          "xchacha12,aes-adiantum-plain64"
+          "xchacha20,aes-adiantum-plain64"
+        ];
+        default = defaults.drive.cipher;
+        example = "aes-xts-plain64";
+        description = ''
+          The cipher `immich-server init` formats a new drive with. `auto`
+          measures on the Pi itself and takes Adiantum only when the CPU has
+          no AES instructions (a Pi 4 has none) and Adiantum is faster there;
+          otherwise AES-XTS. A drive keeps the cipher it was formatted with.
+        '';
+      };
     };
 
     settings = mkOption {
@@ -221,11 +238,27 @@ in
     ];
 
     # Fail the build, not the first unlock, on a config the tools reject.
-    system.checks = lib.optional (pkgs.stdenv.buildPlatform.canExecute pkgs.stdenv.hostPlatform) (
-      pkgs.runCommand "immich-appliance-config-check" { } ''
-        ${lib.getExe cfg.package} --config ${config.environment.etc."immich-appliance/config.toml".source} show-config > $out
-      ''
-    );
+    system.checks =
+      lib.optional (pkgs.stdenv.buildPlatform.canExecute pkgs.stdenv.hostPlatform) (
+        pkgs.runCommand "immich-appliance-config-check" { } ''
+          ${lib.getExe cfg.package} --config ${config.environment.etc."immich-appliance/config.toml".source} show-config > $out
+        ''
+      )
+      # Adiantum, which `init` may pick on a Pi 4, must be in the kernel
+      # (the crypto API loads it on demand): fail the build, not the init.
+      ++ lib.optional (cfg.drive.cipher != "aes-xts-plain64") (
+        pkgs.runCommand "immich-appliance-adiantum-check" { } ''
+          for mods in ${config.boot.kernelPackages.kernel}/lib/modules/*; do
+            if find "$mods" -name 'adiantum.ko*' | grep -q . ||
+              grep -qs 'crypto/adiantum.ko' "$mods/modules.builtin"; then
+              touch $out
+              exit 0
+            fi
+          done
+          echo "services.immich-appliance.drive.cipher = \"${cfg.drive.cipher}\" needs Adiantum (CONFIG_CRYPTO_ADIANTUM), which this kernel lacks; set drive.cipher = \"aes-xts-plain64\"" >&2
+          exit 1
+        ''
+      );
 
     # The mount point: an empty directory on the SD card while the drive is
     # locked (immich-server makes it immutable before the first mount).

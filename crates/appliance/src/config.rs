@@ -72,6 +72,7 @@ pub struct Drive {
     pub mount_options: Vec<String>,
     pub label: String,
     pub luks_subsystem: String,
+    pub cipher: String,
     pub remembered_drive_file: PathBuf,
     pub lock_file: PathBuf,
     pub lock_wait_secs: u64,
@@ -361,6 +362,13 @@ impl Config {
         }
         crate::throttle::QuietHours::parse(&t.quiet_hours_start, &t.quiet_hours_end)
             .map_err(|m| invalid(format!("throttle.quiet-hours: {m}")))?;
+        if self.drive.cipher != "auto" && crate::cipher::by_name(&self.drive.cipher).is_none() {
+            return Err(invalid(format!(
+                "drive.cipher must be \"auto\" or one of {}, not `{}`",
+                crate::cipher::KNOWN.map(|c| c.name()).join(", "),
+                self.drive.cipher
+            )));
+        }
         crate::alerts::channels::validate(&self.alerts)
             .map_err(|m| invalid(format!("alerts.{m}")))?;
         Ok(())

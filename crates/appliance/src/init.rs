@@ -81,6 +81,8 @@ pub struct InitOptions {
     pub force: bool,
     pub passphrase: Source,
     pub kdf: Kdf,
+    /// A cipher set by `--cipher` or `drive.cipher`; None measures.
+    pub cipher: Option<crate::cipher::Cipher>,
 }
 
 /// What `init` found on the drive before formatting it.
@@ -117,6 +119,7 @@ pub struct InitReport {
     pub device: PathBuf,
     pub luks_uuid: String,
     pub layout: LayoutReport,
+    pub cipher: crate::cipher::Choice,
     #[serde(skip)]
     pub emergency_kit: String,
 }
@@ -240,12 +243,24 @@ pub fn prepare(
         }
     };
 
+    if opts.cipher.is_none() {
+        progress.step("Measuring the ciphers on this CPU (a few seconds)");
+    }
+    let has_aes = std::fs::read_to_string("/proc/cpuinfo")
+        .map(|t| crate::cipher::cpu_has_aes(&t))
+        .unwrap_or(false);
+    let choice = crate::cipher::choose(opts.cipher, has_aes, luks);
+    for line in choice.render().lines() {
+        progress.note(line.trim_start());
+    }
+    interrupt::check()?;
     progress.step(&format!(
-        "Encrypting {} with LUKS2 (argon2id); deriving the key takes a few seconds",
-        dev.path.display()
+        "Encrypting {} with LUKS2 ({}, argon2id); deriving the key takes a few seconds",
+        dev.path.display(),
+        choice.cipher.name()
     ));
     let uuid = luks
-        .format(&dev.path, &pass, opts.kdf)
+        .format(&dev.path, &pass, opts.kdf, &choice.cipher)
         .map_err(|e| step("LUKS formatting")(&e))?;
     interrupt::check()?;
     progress.step("Adding the recovery key");
@@ -352,6 +367,7 @@ pub fn prepare(
         emergency_kit: emergency_kit(dev, &uuid, &prepared, &recovery, &backup_pw),
         luks_uuid: uuid,
         layout,
+        cipher: choice,
     })
 }
 

@@ -10,6 +10,7 @@ use libcryptsetup_rs::consts::flags::{CryptActivate, CryptDeactivate, CryptPbkdf
 use libcryptsetup_rs::consts::vals::{CryptKdf, EncryptionFormat};
 use libcryptsetup_rs::{CryptInit, CryptPbkdfType, Either, LibcryptErr};
 
+use crate::cipher::Cipher;
 use crate::secret::Passphrase;
 
 #[derive(Debug, thiserror::Error)]
@@ -64,12 +65,20 @@ pub struct Mapping {
     pub device: PathBuf,
 }
 
-pub trait Luks {
+/// The cipher benchmark is libcryptsetup's too, hence a supertrait.
+pub trait Luks: crate::cipher::Bench {
     /// The LUKS UUID, or `None` when the device holds no LUKS header.
     fn uuid(&self, device: &Path) -> Result<Option<String>, LuksError>;
     /// Formats LUKS2 with one key slot for `passphrase`; returns the UUID.
-    fn format(&self, device: &Path, passphrase: &Passphrase, kdf: Kdf)
-    -> Result<String, LuksError>;
+    fn format(
+        &self,
+        device: &Path,
+        passphrase: &Passphrase,
+        kdf: Kdf,
+        cipher: &Cipher,
+    ) -> Result<String, LuksError>;
+    /// The cipher in the header, as cryptsetup names it (`aes-xts-plain64`).
+    fn cipher(&self, device: &Path) -> Result<String, LuksError>;
     /// Adds a key slot for `new`, authorised by `existing`.
     fn add_key(
         &self,
@@ -135,6 +144,12 @@ fn pbkdf(kdf: Kdf) -> CryptPbkdfType {
     }
 }
 
+impl crate::cipher::Bench for Cryptsetup {
+    fn measure(&self, c: &Cipher) -> Result<crate::cipher::Speed, String> {
+        crate::cipher::Libcryptsetup.measure(c)
+    }
+}
+
 impl Luks for Cryptsetup {
     fn uuid(&self, device: &Path) -> Result<Option<String>, LuksError> {
         let mut dev = CryptInit::init(device).map_err(crypt("open", device.display()))?;
@@ -165,6 +180,7 @@ impl Luks for Cryptsetup {
         device: &Path,
         passphrase: &Passphrase,
         kdf: Kdf,
+        cipher: &Cipher,
     ) -> Result<String, LuksError> {
         let mut dev = CryptInit::init(device).map_err(crypt("open", device.display()))?;
         dev.settings_handle()
@@ -173,9 +189,9 @@ impl Luks for Cryptsetup {
         dev.context_handle()
             .format::<()>(
                 EncryptionFormat::Luks2,
-                ("aes", "xts-plain64"),
+                (cipher.cipher, cipher.mode),
                 None,
-                Either::Right(512 / 8),
+                Either::Right(cipher.key_bytes),
                 None,
             )
             .map_err(crypt("format", device.display()))?;
@@ -187,6 +203,21 @@ impl Luks for Cryptsetup {
             .get_uuid()
             .map_err(crypt("read the UUID of", device.display()))?;
         Ok(uuid.to_string())
+    }
+
+    fn cipher(&self, device: &Path) -> Result<String, LuksError> {
+        let mut dev = CryptInit::init(device).map_err(crypt("open", device.display()))?;
+        dev.context_handle()
+            .load::<()>(None, None)
+            .map_err(crypt("read the LUKS header of", device.display()))?;
+        let mut st = dev.status_handle();
+        let c = st
+            .get_cipher()
+            .map_err(crypt("read the cipher of", device.display()))?;
+        let m = st
+            .get_cipher_mode()
+            .map_err(crypt("read the cipher of", device.display()))?;
+        Ok(format!("{c}-{m}"))
     }
 
     fn add_key(

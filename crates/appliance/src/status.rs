@@ -41,6 +41,8 @@ pub struct DriveStatus {
     pub remembered_uuid: Option<String>,
     /// The remembered drive's device node, when plugged in.
     pub present_at: Option<String>,
+    /// The cipher in its LUKS header (`init` chose it on this CPU).
+    pub cipher: Option<String>,
     pub unlocked: bool,
     /// The device under the open mapping; "(gone)" once unplugged.
     pub backing_device: Option<String>,
@@ -137,6 +139,10 @@ pub fn gather(cfg: &Config, parts: &Parts) -> Status {
             d.remembered_error = Some(e.to_string());
         }
     }
+    d.cipher = d
+        .present_at
+        .as_ref()
+        .and_then(|p| parts.luks.cipher(std::path::Path::new(p)).ok());
     let mapping = parts.luks.mapping(mapper).ok().flatten();
     d.unlocked = mapping.is_some();
     let gone = mapping.as_ref().is_some_and(|m| !m.device.exists());
@@ -423,6 +429,9 @@ pub fn render(s: &Status) -> String {
             blockdev::human_bytes(f),
             blockdev::human_bytes(t)
         ));
+    }
+    if let Some(c) = &d.cipher {
+        drive.push_str(&format!(", cipher {c}"));
     }
     line(&mut o, "Drive:", drive);
     for u in &s.units {

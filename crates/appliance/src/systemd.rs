@@ -64,6 +64,14 @@ pub struct UnitState {
 }
 
 impl UnitState {
+    /// What a unit systemd has not loaded is: inactive, with nothing to say.
+    pub fn not_loaded() -> UnitState {
+        UnitState {
+            load: "not-loaded".into(),
+            active: "inactive".into(),
+            sub: "dead".into(),
+        }
+    }
     pub fn is_active(&self) -> bool {
         self.active == "active" || self.active == "reloading"
     }
@@ -75,7 +83,7 @@ impl UnitState {
 
 impl std::fmt::Display for UnitState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.load != "loaded" {
+        if self.load != "loaded" && self.load != "not-loaded" {
             write!(f, "{} ({})", self.active, self.load)
         } else {
             write!(f, "{} ({})", self.active, self.sub)
@@ -337,8 +345,25 @@ impl Systemd for DbusSystemd {
         }
     }
 
+    // GetUnit, not LoadUnit: loading a stack unit to read its state would
+    // load the drive's mount unit it binds to as well, and while systemd has
+    // not collected it again, `--start` cannot create that mount (UnitExists).
+    // A status check (or the alerts timer) right before a start hit this.
     fn state(&self, unit: &str) -> Result<UnitState, UnitError> {
-        let path = self.load_unit_path(unit)?;
+        let path = match zbus::block_on(async {
+            ManagerProxy::new(&self.conn)
+                .await?
+                .get_unit(unit.to_owned())
+                .await
+        }) {
+            Ok(p) => p,
+            Err(zbus::Error::MethodError(name, _, _))
+                if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" =>
+            {
+                return Ok(UnitState::not_loaded());
+            }
+            Err(e) => return Err(e.into()),
+        };
         Ok(zbus::block_on(async {
             let u = unit_proxy(&self.conn, path).await?;
             Ok::<_, zbus::Error>(UnitState {
@@ -628,6 +653,8 @@ mod tests {
         };
         assert!(!missing.is_active());
         assert_eq!(missing.to_string(), "inactive (not-found)");
+        assert_eq!(UnitState::not_loaded().to_string(), "inactive (dead)");
+        assert!(!UnitState::not_loaded().is_active() && !UnitState::not_loaded().is_failed());
     }
 
     #[test]

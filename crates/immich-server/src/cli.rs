@@ -243,6 +243,11 @@ pub struct InitArgs {
     /// Do not ask for confirmation (needs --yes too)
     #[arg(long)]
     pub force: bool,
+    /// The cipher: auto (measure, and take Adiantum only on a CPU without AES instructions
+    /// where it is faster), aes-xts-plain64, xchacha12,aes-adiantum-plain64 or
+    /// xchacha20,aes-adiantum-plain64 [default: drive.cipher]
+    #[arg(long, value_name = "CIPHER")]
+    pub cipher: Option<String>,
     /// Cheap key derivation for the emulated test VM only; never use on a real drive
     #[arg(long, hide = true)]
     pub insecure_fast_kdf_for_tests: bool,

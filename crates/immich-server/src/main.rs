@@ -257,6 +257,19 @@ fn other(cli: &Cli, cmd: &Cmd, term: &Term) -> Result<(), Fail> {
         Cmd::Init(a) => {
             need_root("init")?;
             let cfg = load_config(cli)?;
+            let wanted = a.cipher.as_deref().unwrap_or(&cfg.drive.cipher);
+            let cipher = match wanted {
+                "auto" => None,
+                name => Some(appliance::cipher::by_name(name).ok_or_else(|| {
+                    Fail(
+                        Exit::Usage,
+                        anyhow::anyhow!(
+                            "unknown cipher `{name}`: use auto, {}",
+                            appliance::cipher::KNOWN.map(|c| c.name()).join(", ")
+                        ),
+                    )
+                })?),
+            };
             let _lock = lock(cli, &cfg, term)?;
             let survey =
                 init::survey(&cfg, &a.immich_drive).map_err(|e| Fail(e.exit(), e.into()))?;
@@ -278,6 +291,7 @@ fn other(cli: &Cli, cmd: &Cmd, term: &Term) -> Result<(), Fail> {
                 } else {
                     Kdf::default()
                 },
+                cipher,
             };
             let r = init::prepare(
                 &cfg,
