@@ -276,6 +276,7 @@ fn vm_bench(name: &str, args: &[String]) -> Result<()> {
     o.disks = story.disks;
     o.timeout = story.timeout;
     o.mem_mb = story.mem_mb;
+    o.cpu = story.cpu.clone();
     o.share = Some(share);
     o.out = Some(out.clone());
     o.stream_console = false;

@@ -255,6 +255,7 @@ pub fn vm_stories(names: &[String], release: bool) -> Result<()> {
             o.disks = story.disks;
             o.timeout = story.timeout;
             o.mem_mb = story.mem_mb;
+            o.cpu = story.cpu.clone();
             o.share = Some(share.clone());
             o.out = Some(out.clone());
             o.stream_console = false;

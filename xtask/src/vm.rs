@@ -55,6 +55,8 @@ pub struct RunOptions {
     pub timeout: Duration,
     pub mem_mb: u32,
     pub cpus: u32,
+    /// qemu's -cpu: "max" has AES instructions; "max,-aes" is a Pi 4's case.
+    pub cpu: String,
     pub stream_console: bool,
 }
 
@@ -73,6 +75,7 @@ impl RunOptions {
             cpus: std::thread::available_parallelism()
                 .map(|n| n.get().min(4) as u32)
                 .unwrap_or(2),
+            cpu: "max".into(),
             stream_console: true,
         }
     }
@@ -168,7 +171,7 @@ pub fn run(opts: &RunOptions) -> Result<RunResult> {
     let mut q = Command::new("qemu-system-x86_64");
     q.args(["-name", "immich-appliance-vmtest", "-nodefaults", "-no-user-config"])
         .args(["-display", "none", "-no-reboot"])
-        .args(["-machine", "q35,accel=tcg", "-cpu", "max"])
+        .args(["-machine", "q35,accel=tcg", "-cpu", &opts.cpu])
         .args(["-smp", &opts.cpus.to_string(), "-m", &opts.mem_mb.to_string()])
         .arg("-kernel")
         .arg(img.join("vmlinuz"))
@@ -508,6 +511,8 @@ pub struct Story {
     pub disks: usize,
     pub timeout: Duration,
     pub mem_mb: u32,
+    /// `# vm-cpu: max,-aes`: the guest's CPU model (default "max").
+    pub cpu: String,
 }
 
 impl Story {
@@ -550,6 +555,7 @@ impl Story {
                 .map(|v| v.parse())
                 .transpose()?
                 .unwrap_or(2048),
+            cpu: kv.get("cpu").cloned().unwrap_or_else(|| "max".into()),
         })
     }
 }

@@ -18,7 +18,9 @@ pub struct Cipher {
     pub mode: &'static str,
     pub key_bytes: usize,
     /// The mode and IV size for libcryptsetup's benchmark.
+    #[serde(skip)]
     bench_mode: &'static str,
+    #[serde(skip)]
     bench_iv_bytes: usize,
 }
 
@@ -108,9 +110,12 @@ impl Bench for Libcryptsetup {
                 &mut dec,
             )
         };
+        if r == -libc::ENOENT {
+            return Err("not available in this kernel".into());
+        }
         if r < 0 {
             return Err(format!(
-                "not available in this kernel ({})",
+                "cannot be measured here: {}",
                 std::io::Error::from_raw_os_error(-r)
             ));
         }
@@ -130,25 +135,47 @@ pub fn cpu_has_aes(cpuinfo: &str) -> bool {
     })
 }
 
-/// The figures and the choice, as `init` prints and `status` keeps them.
+/// One cipher's figures, or why there are none.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Measured {
+    pub cipher: String,
+    #[serde(flatten)]
+    pub speed: Option<Speed>,
+    pub error: Option<String>,
+}
+
+fn measure(bench: &dyn Bench, c: &Cipher) -> Measured {
+    let r = bench.measure(c);
+    Measured {
+        cipher: c.name(),
+        error: r.as_ref().err().cloned(),
+        speed: r.ok(),
+    }
+}
+
+/// The figures and the choice, as `init` prints them.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Choice {
     pub cipher: Cipher,
     pub reason: String,
     pub cpu_has_aes: bool,
-    pub measured: Vec<(String, Result<Speed, String>)>,
+    pub measured: Vec<Measured>,
 }
 
 impl Choice {
     pub fn render(&self) -> String {
         let mut s = String::new();
-        for (name, r) in &self.measured {
-            match r {
-                Ok(sp) => s.push_str(&format!(
+        for m in &self.measured {
+            let name = &m.cipher;
+            match (&m.speed, &m.error) {
+                (Some(sp), _) => s.push_str(&format!(
                     "  {name:<32} {:>8.1} MiB/s encrypt {:>8.1} MiB/s decrypt\n",
                     sp.encrypt_mib_s, sp.decrypt_mib_s
                 )),
-                Err(e) => s.push_str(&format!("  {name:<32} {e}\n")),
+                (None, e) => s.push_str(&format!(
+                    "  {name:<32} {}\n",
+                    e.as_deref().unwrap_or("not measured")
+                )),
             }
         }
         s.push_str(&format!(
@@ -158,6 +185,21 @@ impl Choice {
         ));
         s
     }
+}
+
+/// `immich-server ciphers`: every known cipher measured here, and what
+/// `init` would choose (which measures only where the choice depends on it).
+pub fn survey(cpu_has_aes: bool, bench: &dyn Bench) -> Choice {
+    let mut c = choose(None, cpu_has_aes, bench);
+    c.measured = KNOWN.iter().map(|k| measure(bench, k)).collect();
+    c
+}
+
+/// Whether this machine's CPU has AES instructions.
+pub fn this_cpu_has_aes() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .map(|t| cpu_has_aes(&t))
+        .unwrap_or(false)
 }
 
 /// Picks the cipher: a forced one as it is; otherwise Adiantum only when
@@ -182,15 +224,12 @@ pub fn choose(forced: Option<Cipher>, cpu_has_aes: bool, bench: &dyn Bench) -> C
             measured: vec![],
         };
     }
-    let measured: Vec<(String, Result<Speed, String>)> = CANDIDATES
-        .iter()
-        .map(|c| (c.name(), bench.measure(c)))
-        .collect();
+    let measured: Vec<Measured> = CANDIDATES.iter().map(|c| measure(bench, c)).collect();
     let speed = |c: &Cipher| {
         measured
             .iter()
-            .find(|(n, _)| *n == c.name())
-            .and_then(|(_, r)| r.as_ref().ok())
+            .find(|m| m.cipher == c.name())
+            .and_then(|m| m.speed.as_ref())
             .map(Speed::worst)
     };
     let (cipher, reason) = match (speed(&AES_XTS), speed(&ADIANTUM)) {
@@ -211,7 +250,7 @@ pub fn choose(forced: Option<Cipher>, cpu_has_aes: bool, bench: &dyn Bench) -> C
         ),
         (Some(_), None) => (
             AES_XTS,
-            "Adiantum is not available in this kernel".to_owned(),
+            "Adiantum could not be measured in this kernel".to_owned(),
         ),
         (None, Some(_)) => (
             ADIANTUM,
@@ -295,7 +334,7 @@ mod tests {
         ]);
         let c = choose(None, false, &f);
         assert_eq!(c.cipher, AES_XTS);
-        assert!(c.reason.contains("not available"), "{}", c.reason);
+        assert!(c.reason.contains("could not be measured"), "{}", c.reason);
         assert!(c.render().contains("not available in this kernel"));
     }
 

@@ -246,10 +246,7 @@ pub fn prepare(
     if opts.cipher.is_none() {
         progress.step("Measuring the ciphers on this CPU (a few seconds)");
     }
-    let has_aes = std::fs::read_to_string("/proc/cpuinfo")
-        .map(|t| crate::cipher::cpu_has_aes(&t))
-        .unwrap_or(false);
-    let choice = crate::cipher::choose(opts.cipher, has_aes, luks);
+    let choice = crate::cipher::choose(opts.cipher, crate::cipher::this_cpu_has_aes(), luks);
     for line in choice.render().lines() {
         progress.note(line.trim_start());
     }

@@ -241,6 +241,35 @@ impl DbusSystemd {
         }
     }
 
+    /// Whether the loaded mount unit `unit` mounts what `spec` asks for, the
+    /// same way, bound to the same device: inactive, so it may be started.
+    fn same_mount(&self, unit: &str, spec: &MountSpec) -> bool {
+        let Ok(path) = self.load_unit_path(unit) else {
+            return false;
+        };
+        zbus::block_on(async {
+            let u = unit_proxy(&self.conn, path.clone()).await?;
+            let m = zbus_systemd::systemd1::MountProxy::builder(&self.conn)
+                .path(path)
+                .cache_properties(zbus::proxy::CacheProperties::No)
+                .build()
+                .await?;
+            let mut binds = u.binds_to().await?;
+            binds.sort();
+            let mut want = spec.binds_to.clone();
+            want.sort();
+            Ok::<_, zbus::Error>(
+                matches!(u.active_state().await?.as_str(), "inactive" | "failed")
+                    && m.what().await? == spec.what
+                    && m.where_property().await? == spec.r#where.display().to_string()
+                    && m.type_property().await? == spec.fstype
+                    && m.options().await? == spec.options.join(",")
+                    && binds == want,
+            )
+        })
+        .unwrap_or(false)
+    }
+
     /// The failed units that depend on `unit` (BindsTo=, Requires=, Wants=
     /// it): a failed unit stays loaded, and so keeps `unit` loaded too.
     fn failed_dependents(&self, unit: &str) -> Vec<String> {
@@ -423,7 +452,18 @@ impl Systemd for DbusSystemd {
                     }
                     std::thread::sleep(Duration::from_millis(200));
                 }
+                // Still there: a loaded unit refers to it (an After= on the
+                // mount, as immich-backup.service has, or a running service
+                // ordered after the stack), so systemd never collects it. If
+                // it is the same mount, start it as it is.
                 Err(UnitError::Bus(msg)) if msg.contains("UnitExists") => {
+                    if self.same_mount(&unit, spec) {
+                        tracing::info!(unit, "starting the mount unit left from an earlier run");
+                        return self.run_job(&unit, "mount", timeout, |m| {
+                            let unit = unit.clone();
+                            async move { m.start_unit(unit, "fail".into()).await }
+                        });
+                    }
                     return Err(UnitError::Stale { unit });
                 }
                 other => return other,

@@ -118,6 +118,8 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: AlertsCmd,
     },
+    /// Measure the drive ciphers on this CPU and say which one init would choose (changes nothing)
+    Ciphers,
     /// Show the effective configuration
     ShowConfig(ShowConfigArgs),
     /// Print shell completions
@@ -220,6 +222,7 @@ impl Cmd {
         match self {
             Cmd::Backup { .. } => "backup",
             Cmd::Alerts { .. } => "alerts",
+            Cmd::Ciphers => "ciphers",
             Cmd::Restore(_) => "restore",
             Cmd::Start(_) => "start",
             Cmd::Stop => "stop",

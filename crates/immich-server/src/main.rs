@@ -324,6 +324,23 @@ fn other(cli: &Cli, cmd: &Cmd, term: &Term) -> Result<(), Fail> {
                 term,
             )
         }
+        Cmd::Ciphers => {
+            let c = appliance::cipher::survey(
+                appliance::cipher::this_cpu_has_aes(),
+                &appliance::cipher::Libcryptsetup,
+            );
+            if cli.global.json {
+                println!("{}", serde_json::to_string_pretty(&c).expect("serialises"));
+            } else {
+                println!(
+                    "AES instructions: {}
+{}",
+                    if c.cpu_has_aes { "yes" } else { "no" },
+                    c.render().trim_end()
+                );
+            }
+            Ok(())
+        }
         Cmd::ShowConfig(a) => {
             let cfg = if a.defaults {
                 Config::defaults()

@@ -2,7 +2,8 @@
 # vm-timeout: 900
 #
 # start twice and stop twice are no-ops that say so; two starts at the same
-# time are serialised by the lock, and the second is told it waits.
+# time are serialised by the lock, and the second is told it waits; a start
+# after a stop works while a loaded unit keeps the old mount unit around.
 . "$VM_LIB/common.sh"
 . "$VM_LIB/appliance.sh"
 appliance_setup
@@ -39,5 +40,20 @@ concurrent_starts() {
 check "a second start is a no-op that reports the state" second_start_is_a_no_op
 check "stop, then stop again: the second is a no-op" stop_twice
 check "two starts at once: the second waits for the lock, then finds it running" concurrent_starts
+check "stop" appliance_stop > /dev/null
+
+# On the appliance the daily backup timer is always active, and its service
+# is ordered after the drive's mount: so systemd keeps the mount unit of the
+# first start loaded after a stop, and never collects it. A second start in
+# the same boot must still mount (it failed with "still holds the mount").
+again_with_the_backup_timer_active() {
+	systemctl start "$(cfg units.backup-timer)" || return 1
+	appliance_start > /dev/null && appliance_stop > /dev/null || return 1
+	systemctl list-units --all --no-pager "$(systemd-escape --path --suffix=mount "$(cfg drive.mount-point)")"
+	local out
+	out=$(appliance_start 2>&1) || { echo "$out"; return 1; }
+	all_stack_active
+}
+check "start, stop and start again while the backup timer holds the mount unit loaded" again_with_the_backup_timer_active
 check "stop" appliance_stop
 finish

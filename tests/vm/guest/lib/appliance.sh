@@ -151,6 +151,7 @@ After=$MOUNT_UNIT"
 	unit immich-backup.service <<-EOF
 		[Unit]
 		Description=Immich appliance backup
+		After=$MOUNT_UNIT
 		[Service]
 		Type=oneshot
 		ExecStart=$BIN/immich-server backup run
@@ -177,6 +178,15 @@ After=$MOUNT_UNIT"
 		OnBootSec=1min
 		OnUnitActiveSec=5min
 		Unit=immich-alerts.service
+	EOF
+	unit immich-backup.timer <<-EOF
+		[Unit]
+		Description=Daily Immich appliance backup
+		[Timer]
+		OnCalendar=*-*-* 03:30:00
+		Persistent=true
+		RandomizedDelaySec=20min
+		Unit=immich-backup.service
 	EOF
 	unit immich-backup-after-unlock.timer <<-EOF
 		[Unit]
