@@ -575,6 +575,36 @@ lib.runTests {
     };
   };
 
+  # The cipher: init measures unless one is set; a build that may pick
+  # Adiantum checks that the kernel has it.
+  testTheCipherReachesConfigTomlAndAdiantumIsCheckedInTheKernel = {
+    expr =
+      let
+        checks = c: map (d: d.name) c.system.checks;
+        auto = config [ ];
+        aes = config [ (ia { drive.cipher = "aes-xts-plain64"; }) ];
+        adiantum = config [ (ia { drive.cipher = "xchacha12,aes-adiantum-plain64"; }) ];
+      in
+      {
+        auto = (settings auto).drive.cipher;
+        autoChecks = lib.elem "immich-appliance-adiantum-check" (checks auto);
+        aesChecks = lib.elem "immich-appliance-adiantum-check" (checks aes);
+        forced = (settings adiantum).drive.cipher;
+        looksInTheKernel = lib.hasInfix "/lib/modules/" (lib.findFirst (d: d.name == "immich-appliance-adiantum-check") null adiantum.system.checks).script;
+      };
+    expected = {
+      auto = "auto";
+      autoChecks = true;
+      aesChecks = false;
+      forced = "xchacha12,aes-adiantum-plain64";
+      looksInTheKernel = true;
+    };
+  };
+  testAnUnknownCipherIsRefused = {
+    expr = (builtins.tryEval (config [ (ia { drive.cipher = "aes-cbc-essiv:sha256"; }) ]).services.immich-appliance.drive.cipher).success;
+    expected = false;
+  };
+
   # Alerts: nothing runs until a channel is set, by an option or by a
   # settings key; then a timer checks, starting soon after boot, while the
   # drive may still be locked.

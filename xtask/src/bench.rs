@@ -11,11 +11,12 @@ use anyhow::{Context, Result, bail};
 
 use crate::{ci, util, vm};
 
-pub const BENCHES: [&str; 5] = [
+pub const BENCHES: [&str; 6] = [
     "throttle-sim",
     "throttle-footprint",
     "start",
     "backup",
+    "cipher",
     "size",
 ];
 
@@ -23,8 +24,16 @@ pub fn bench(name: &str, args: &[String]) -> Result<()> {
     match name {
         "throttle-sim" => throttle_sim(args),
         "throttle-footprint" => footprint(args),
-        "start" => vm_bench("start", args),
-        "backup" => vm_bench("backup", args),
+        "start" => vm_bench("start", args, None),
+        "backup" => vm_bench("backup", args, None),
+        // The same guest with the CPU's AES instructions shown (as on a PC
+        // or a Pi 5) and hidden (as on a Pi 4).
+        "cipher" => {
+            for cpu in ["max", "max,-aes"] {
+                vm_bench("cipher", args, Some(cpu))?;
+            }
+            Ok(())
+        }
         "size" => size(),
         _ => bail!(
             "no benchmark `{name}`; the benchmarks are: {}",
@@ -260,7 +269,7 @@ fn tempdir(what: &str) -> Result<PathBuf> {
 
 /// A benchmark story in the VM with release binaries; its FIGURE lines are
 /// printed as a table.
-fn vm_bench(name: &str, args: &[String]) -> Result<()> {
+fn vm_bench(name: &str, args: &[String], cpu: Option<&str>) -> Result<()> {
     crate::require_root("the VM benchmarks")?;
     vm::check_host_tools()?;
     let story = vm::Story::load(&util::root().join(format!("tests/vm/bench/{name}.sh")))?;
@@ -276,14 +285,17 @@ fn vm_bench(name: &str, args: &[String]) -> Result<()> {
     o.disks = story.disks;
     o.timeout = story.timeout;
     o.mem_mb = story.mem_mb;
-    o.cpu = story.cpu.clone();
+    o.cpu = cpu.map_or_else(|| story.cpu.clone(), str::to_owned);
     o.share = Some(share);
     o.out = Some(out.clone());
     o.stream_console = false;
     o.args = args.to_vec();
     let r = vm::run(&o)?;
     let log = fs::read_to_string(out.join("test.log")).unwrap_or_default();
-    println!("\n== bench {name} (VM under TCG emulation; compare ratios, not absolute times) ==");
+    println!(
+        "\n== bench {name}, qemu -cpu {} (VM under TCG emulation; compare ratios, not absolute times) ==",
+        o.cpu
+    );
     for l in log.lines() {
         if let Some(f) = l.strip_prefix("FIGURE ") {
             println!("  {f}");
