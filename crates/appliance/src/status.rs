@@ -33,6 +33,8 @@ pub struct Status {
     pub soc: SocStatus,
     pub system: SystemStatus,
     pub urls: Urls,
+    /// The alert channels that are set (ntfy, webhook, email).
+    pub alerts: Vec<&'static str>,
     pub advice: Vec<String>,
 }
 
@@ -310,6 +312,7 @@ pub fn gather(cfg: &Config, parts: &Parts) -> Status {
         backup,
         soc,
         system,
+        alerts: alert_channels(cfg),
         urls: if state == "running" {
             net::urls(cfg, parts.addresses)
         } else {
@@ -317,6 +320,19 @@ pub fn gather(cfg: &Config, parts: &Parts) -> Status {
         },
         advice,
     }
+}
+
+fn alert_channels(cfg: &Config) -> Vec<&'static str> {
+    let a = &cfg.alerts;
+    [
+        ("ntfy", &a.ntfy_url),
+        ("webhook", &a.webhook_url),
+        ("email", &a.smtp_host),
+    ]
+    .into_iter()
+    .filter(|(_, v)| !v.is_empty())
+    .map(|(n, _)| n)
+    .collect()
 }
 
 /// The backup part of the status (also `immich-server backup status`).
@@ -503,6 +519,15 @@ pub fn render(s: &Status) -> String {
             blockdev::human_bytes(s.system.memory_used_bytes),
             blockdev::human_bytes(s.system.memory_total_bytes)
         ),
+    );
+    line(
+        &mut o,
+        "Alerts:",
+        if s.alerts.is_empty() {
+            "none set: nobody is told when something fails (docs/alerts.md)".to_owned()
+        } else {
+            s.alerts.join(", ")
+        },
     );
     for u in s.urls.all() {
         line(&mut o, "URL:", u.clone());

@@ -430,6 +430,7 @@ impl Systemd for DbusSystemd {
         // until systemd collects it, which happens soon after the last
         // reference goes: wait for that instead of failing the start.
         let deadline = Instant::now() + STALE_MOUNT_WAIT;
+        let mut said = false;
         loop {
             let props = mount_properties(spec)?;
             let r = self.run_job(&unit, "mount", timeout, |m| {
@@ -443,10 +444,13 @@ impl Systemd for DbusSystemd {
                 Err(UnitError::Bus(msg))
                     if msg.contains("UnitExists") && Instant::now() < deadline =>
                 {
-                    tracing::info!(
-                        unit,
-                        "a mount unit from an earlier run is still loaded; clearing the failed units that hold it"
-                    );
+                    if !said {
+                        tracing::info!(
+                            unit,
+                            "a mount unit from an earlier run is still loaded; clearing the failed units that hold it"
+                        );
+                        said = true;
+                    }
                     for holder in self.failed_dependents(&unit) {
                         self.reset_failed(&holder)?;
                     }

@@ -43,6 +43,11 @@ cat >> /etc/immich-appliance/config.toml <<-EOF
 	email-to = ["owner@localhost"]
 	EOF
 check "the alert settings load" "$BIN/immich-server" show-config --get alerts.ntfy-url
+status_names_the_channels() {
+	"$BIN/immich-server" --status | grep -x 'Alerts: *ntfy, email' &&
+		[ "$("$BIN/immich-server" status --json | jq -c .alerts)" = '["ntfy","email"]' ]
+}
+check "status names the alert channels" status_names_the_channels
 
 pushes() { if [ -f "$NTFY_LOG" ]; then wc -l < "$NTFY_LOG"; else echo 0; fi; }
 mails() { if [ -f "$MAILBOX" ]; then grep -c '^From ' "$MAILBOX"; else echo 0; fi; }

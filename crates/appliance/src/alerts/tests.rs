@@ -410,6 +410,7 @@ fn status(state: &'static str) -> Status {
         soc: SocStatus::default(),
         system: SystemStatus::default(),
         urls: Default::default(),
+        alerts: vec![],
         advice: vec![],
     }
 }
