@@ -190,7 +190,7 @@ pub fn observe(cfg: &Config, s: &Status) -> BTreeMap<Condition, Reading> {
                 Some(run) if run.outcome == Outcome::Failed => Firing(format!(
                     "The {what} of {} failed: {}",
                     run.finished,
-                    scrub(&run.message)
+                    scrub(&gist(&run.message))
                 )),
                 _ => Clear,
             }
@@ -267,6 +267,21 @@ pub fn observe(cfg: &Config, s: &Status) -> BTreeMap<Condition, Reading> {
         },
     );
     r
+}
+
+/// A failure's first line (what failed) and its last (usually why), not
+/// the retries a tool printed between them: a phone shows a few lines.
+fn gist(message: &str) -> String {
+    let lines: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    match lines.as_slice() {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [first, .., last] => format!("{first} … {last}"),
+    }
 }
 
 /// An error text as an alert may carry it to a third party: every URL cut

@@ -374,6 +374,18 @@ fn messages_name_the_appliance_what_happened_what_to_do_and_the_page() {
 }
 
 #[test]
+fn a_failure_is_told_by_its_first_and_last_lines() {
+    assert_eq!(
+        gist(
+            "rustic backup failed (exit status: 1):\n[WARN] retrying\n[WARN] retrying\n\nError: connection refused\n"
+        ),
+        "rustic backup failed (exit status: 1): … Error: connection refused"
+    );
+    assert_eq!(gist("one line"), "one line");
+    assert_eq!(gist(""), "");
+}
+
+#[test]
 fn scrub_keeps_tokens_and_passwords_in_urls_out_of_alerts() {
     let s = scrub(
         "rustic: cannot reach rest:https://user:hunter2@backup.example.org/secret-repo (connection refused)",
