@@ -433,7 +433,7 @@ mod tests {
             "0c1f2e3d-aaaa-bbbb-cccc-1234567890ab",
             "ABCD-EFGH",
             "backuppw",
-            "/dev/sda (SanDisk Extreme, 1.0 TB)",
+            "/dev/sda (SanDisk Extreme, 931.5 GiB)",
             "gone for good",
         ] {
             assert!(kit.contains(needle), "{needle} missing from:\n{kit}");

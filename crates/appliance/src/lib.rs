@@ -25,3 +25,4 @@ pub mod secret;
 pub mod status;
 pub mod systemd;
 pub mod throttle;
+pub mod units;

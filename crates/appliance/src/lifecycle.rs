@@ -88,8 +88,8 @@ pub enum Cause {
     Other(String),
     #[error(
         "the drive is full ({free} free of {total}), and that is the likely cause: PostgreSQL and Immich cannot start without free space. {inner}\nNothing was lost. To go on, free space on it (docs/after-a-reboot.md, \"The drive is full\") or restore the backup onto a larger drive (docs/disaster-recovery.md, part A)",
-        free = crate::blockdev::human_bytes(space.free_bytes),
-        total = crate::blockdev::human_bytes(space.total_bytes)
+        free = crate::units::human_bytes(space.free_bytes),
+        total = crate::units::human_bytes(space.total_bytes)
     )]
     DriveFull {
         space: host::Space,

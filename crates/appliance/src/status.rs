@@ -67,7 +67,7 @@ pub const DRIVE_FULL_WARN_PERCENT: f64 = 90.0;
 pub fn drive_full_advice(used_percent: f64, free_bytes: u64) -> String {
     format!(
         "the drive is {used_percent:.0} % full ({} free): Immich, its database and the backups stop working when it is full. Delete what you do not need in Immich and empty its trash, or restore the backup onto a larger drive (docs/after-a-reboot.md, \"The drive is full\")",
-        blockdev::human_bytes(free_bytes)
+        crate::units::human_bytes(free_bytes)
     )
 }
 
@@ -442,8 +442,8 @@ pub fn render(s: &Status) -> String {
     if let (Some(f), Some(t)) = (d.free_bytes, d.total_bytes) {
         drive.push_str(&format!(
             ", {} free of {}",
-            blockdev::human_bytes(f),
-            blockdev::human_bytes(t)
+            crate::units::human_bytes(f),
+            crate::units::human_bytes(t)
         ));
     }
     if let Some(c) = &d.cipher {
@@ -516,8 +516,8 @@ pub fn render(s: &Status) -> String {
         format!(
             "load {:.2}, memory {} of {}",
             s.system.load_1m,
-            blockdev::human_bytes(s.system.memory_used_bytes),
-            blockdev::human_bytes(s.system.memory_total_bytes)
+            crate::units::human_bytes(s.system.memory_used_bytes),
+            crate::units::human_bytes(s.system.memory_total_bytes)
         ),
     );
     line(

@@ -171,7 +171,7 @@ pub fn observe(cfg: &Config, s: &Status) -> BTreeMap<Condition, Reading> {
             Some(u) if u >= DRIVE_FULL_WARN_PERCENT => Firing(format!(
                 "It is {u:.0} % full ({} free).",
                 d.free_bytes
-                    .map(crate::blockdev::human_bytes)
+                    .map(crate::units::human_bytes)
                     .unwrap_or_else(|| "?".into())
             )),
             Some(_) => Clear,

@@ -582,21 +582,7 @@ pub fn short(id: &str) -> &str {
     &id[..id.len().min(8)]
 }
 
-/// Human sizes for messages.
-pub fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < UNITS.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[i])
-    }
-}
+pub use crate::units::human_bytes;
 
 /// Free bytes for unprivileged writes on the filesystem holding `path`.
 pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
