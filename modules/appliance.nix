@@ -125,6 +125,7 @@ let
       pg-dump = "${config.services.postgresql.finalPackage}/bin/pg_dump";
       pg-restore = "${config.services.postgresql.finalPackage}/bin/pg_restore";
       psql = "${config.services.postgresql.finalPackage}/bin/psql";
+      smartctl = "${pkgs.smartmontools}/bin/smartctl";
     };
   };
 in

@@ -230,6 +230,7 @@ pub struct Tools {
     pub pg_dump: String,
     pub pg_restore: String,
     pub psql: String,
+    pub smartctl: String,
 }
 
 impl Config {

@@ -67,7 +67,7 @@ impl Exit {
                 "interrupted (Ctrl-C, a stop, a dropped SSH session); what was done was rolled back"
             }
             Exit::Attention => {
-                "status: something needs you (a service down, the drive unplugged or nearly full, backups red); its advice says what"
+                "status: something needs you (a service down, the drive unplugged, nearly full or failing, backups red); its advice says what"
             }
             Exit::Alert => "alerts: a message could not be delivered (the next check tries again)",
         }

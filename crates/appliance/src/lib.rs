@@ -22,6 +22,7 @@ pub mod luks;
 pub mod net;
 pub mod sd_notify;
 pub mod secret;
+pub mod smart;
 pub mod status;
 pub mod systemd;
 pub mod throttle;

@@ -45,6 +45,8 @@ pub struct DriveStatus {
     pub present_at: Option<String>,
     /// The cipher in its LUKS header (`init` chose it on this CPU).
     pub cipher: Option<String>,
+    /// The drive's SMART verdict, when it is plugged in.
+    pub smart: Option<crate::smart::Health>,
     pub unlocked: bool,
     /// The device under the open mapping; "(gone)" once unplugged.
     pub backing_device: Option<String>,
@@ -140,6 +142,15 @@ pub fn gather(cfg: &Config, parts: &Parts) -> Status {
             advice.push(e.to_string());
             d.remembered_error = Some(e.to_string());
         }
+    }
+    d.smart = d
+        .present_at
+        .as_ref()
+        .map(|p| crate::smart::health(&cfg.tools.smartctl, std::path::Path::new(p)));
+    if let Some(crate::smart::Health::Failing(why)) = &d.smart {
+        advice.push(format!(
+            "the drive reports that it is failing ({why}): make sure the last backup succeeded, then move to a new drive (docs/disaster-recovery.md)"
+        ));
     }
     d.cipher = d
         .present_at
@@ -299,7 +310,8 @@ pub fn gather(cfg: &Config, parts: &Parts) -> Status {
     let needs_owner = matches!(state, "degraded" | "unplugged")
         || backup.health.colour == "red"
         || d.used_percent.is_some_and(|u| u >= DRIVE_FULL_WARN_PERCENT)
-        || d.remembered_error.is_some();
+        || d.remembered_error.is_some()
+        || matches!(d.smart, Some(crate::smart::Health::Failing(_)));
     Status {
         schema_version: JSON_SCHEMA_VERSION,
         state,
@@ -448,6 +460,9 @@ pub fn render(s: &Status) -> String {
     }
     if let Some(c) = &d.cipher {
         drive.push_str(&format!(", cipher {c}"));
+    }
+    if let Some(h) = &d.smart {
+        drive.push_str(&format!(", SMART {}", h.describe()));
     }
     line(&mut o, "Drive:", drive);
     for u in &s.units {

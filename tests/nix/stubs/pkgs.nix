@@ -49,6 +49,7 @@ lib.genAttrs [
   "e2fsprogs"
   "gnugrep"
   "rustic"
+  "smartmontools"
   "systemd"
   "tailscale"
   "util-linux"

@@ -35,7 +35,7 @@ fi
 # tools the backup stories use (rclone serves rustic's REST backend).
 base_pkgs=systemd-sysv,dbus,udev,kmod,cryptsetup-bin,e2fsprogs,util-linux,procps,linux-image-amd64,initramfs-tools
 # exim4: a real SMTP server for the e-mail alerts, delivering to local mailboxes.
-extra_pkgs="postgresql redis-server rclone curl jq exim4-daemon-light"
+extra_pkgs="postgresql redis-server rclone curl jq exim4-daemon-light smartmontools"
 
 key=$(
 	{
@@ -137,7 +137,7 @@ chrooted 60 systemctl enable vmtest.service || fail "enabling vmtest.service fai
 # The appliance starts its services itself; Debian's copies stay off. Its
 # default cluster would also be pulled in by Debian's postgresql generator
 # and take the socket, so it goes, and the per-cluster template is masked.
-for u in postgresql.service redis-server.service exim4.service exim4-base.timer; do
+for u in postgresql.service redis-server.service exim4.service exim4-base.timer smartmontools.service; do
 	chrooted 60 systemctl disable "$u" || true
 done
 chrooted 120 pg_dropcluster 15 main || fail "pg_dropcluster failed"

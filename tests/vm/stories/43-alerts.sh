@@ -48,6 +48,14 @@ status_names_the_channels() {
 		[ "$("$BIN/immich-server" status --json | jq -c .alerts)" = '["ntfy","email"]' ]
 }
 check "status names the alert channels" status_names_the_channels
+# A virtual disk, like many USB bridges, passes no SMART data: status says
+# so, and no SMART alert is raised or resolved on its account.
+smart_not_available_is_said() {
+	local st; st=$("$BIN/immich-server" status --json)
+	echo "$st" | jq -c .drive.smart
+	[ "$(echo "$st" | jq -r .drive.smart.verdict)" = unavailable ] &&
+		"$BIN/immich-server" --status | grep -q 'SMART not available'
+}
 
 pushes() { if [ -f "$NTFY_LOG" ]; then wc -l < "$NTFY_LOG"; else echo 0; fi; }
 mails() { if [ -f "$MAILBOX" ]; then grep -c '^From ' "$MAILBOX"; else echo 0; fi; }
@@ -63,6 +71,7 @@ alert_check() {
 }
 
 check "init" appliance_init > /dev/null
+check "SMART not available on this disk: status says so" smart_not_available_is_said
 
 locked_is_pushed_once() {
 	alert_check || return 1

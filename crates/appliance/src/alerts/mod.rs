@@ -27,6 +27,7 @@ pub enum Condition {
     Locked,
     DriveGone,
     DriveFull,
+    SmartFailing,
     BackupFailed,
     BackupStale,
     CheckFailed,
@@ -37,10 +38,11 @@ pub enum Condition {
 }
 
 impl Condition {
-    pub const ALL: [Condition; 10] = [
+    pub const ALL: [Condition; 11] = [
         Condition::Locked,
         Condition::DriveGone,
         Condition::DriveFull,
+        Condition::SmartFailing,
         Condition::BackupFailed,
         Condition::BackupStale,
         Condition::CheckFailed,
@@ -56,6 +58,7 @@ impl Condition {
             Condition::Locked => "locked",
             Condition::DriveGone => "drive-gone",
             Condition::DriveFull => "drive-full",
+            Condition::SmartFailing => "smart-failing",
             Condition::BackupFailed => "backup-failed",
             Condition::BackupStale => "backup-stale",
             Condition::CheckFailed => "check-failed",
@@ -71,6 +74,7 @@ impl Condition {
             Condition::Locked => "the drive is locked and Immich is stopped",
             Condition::DriveGone => "the drive was unplugged while Immich was running",
             Condition::DriveFull => "the drive is nearly full",
+            Condition::SmartFailing => "the drive reports that it is failing (SMART)",
             Condition::BackupFailed => "the last backup failed",
             Condition::BackupStale => "no backup has succeeded for too long",
             Condition::CheckFailed => "the check of the backup repository failed",
@@ -91,6 +95,9 @@ impl Condition {
             }
             Condition::DriveFull => {
                 "Immich, its database and the backups stop working when it is full. Delete what you do not need in Immich and empty its trash, or move to a larger drive (docs/after-a-reboot.md, \"The drive is full\")."
+            }
+            Condition::SmartFailing => {
+                "Copy your library off it now: make sure the last backup succeeded (`immich-server backup status`), then move to a new drive (docs/disaster-recovery.md)."
             }
             Condition::BackupFailed | Condition::BackupStale => {
                 "Your photos are safe on the drive, but the copy elsewhere is out of date. `immich-server backup status` says why (docs/backups.md)."
@@ -115,6 +122,7 @@ impl Condition {
             Condition::Locked => "the drive is unlocked and Immich runs again",
             Condition::DriveGone => "the unplugged drive is dealt with",
             Condition::DriveFull => "the drive has room again",
+            Condition::SmartFailing => "the drive no longer reports a failure",
             Condition::BackupFailed => "backups work again",
             Condition::BackupStale => "a backup succeeded again",
             Condition::CheckFailed => "the repository check passes again",
@@ -176,6 +184,16 @@ pub fn observe(cfg: &Config, s: &Status) -> BTreeMap<Condition, Reading> {
             )),
             Some(_) => Clear,
             None => Unknown,
+        },
+    );
+
+    r.insert(
+        Condition::SmartFailing,
+        match &d.smart {
+            Some(crate::smart::Health::Failing(why)) => Firing(format!("The drive says: {why}")),
+            Some(crate::smart::Health::Passed) => Clear,
+            // The bridge hides SMART, or the drive is not plugged in.
+            _ => Unknown,
         },
     );
 

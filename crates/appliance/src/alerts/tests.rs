@@ -454,6 +454,22 @@ fn observe_reads_each_condition_from_the_status() {
     assert_eq!(r[&Condition::DriveFull], Reading::Unknown);
     assert_eq!(r[&Condition::UnderVoltage], Reading::Unknown);
 
+    assert_eq!(r[&Condition::SmartFailing], Reading::Unknown);
+    s.drive.smart = Some(crate::smart::Health::Unavailable(
+        "Unknown USB bridge".into(),
+    ));
+    assert_eq!(
+        observe(&cfg, &s)[&Condition::SmartFailing],
+        Reading::Unknown
+    );
+    s.drive.smart = Some(crate::smart::Health::Failing("FAILED!".into()));
+    assert!(matches!(
+        observe(&cfg, &s)[&Condition::SmartFailing],
+        Reading::Firing(_)
+    ));
+    s.drive.smart = Some(crate::smart::Health::Passed);
+    assert_eq!(observe(&cfg, &s)[&Condition::SmartFailing], Reading::Clear);
+
     // A Pi never set up is not "locked".
     let s = status("stopped");
     assert_eq!(observe(&cfg, &s)[&Condition::Locked], Reading::Clear);

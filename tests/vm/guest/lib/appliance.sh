@@ -38,6 +38,7 @@ appliance_config() {
 		pg-restore = "$PG_BIN/pg_restore"
 		psql = "$PG_BIN/psql"
 		rustic = "$BIN/rustic"
+		smartctl = "/usr/sbin/smartctl"
 	EOF
 	# Everything below reads names from this config: it must load.
 	"$BIN/immich-server" show-config > /dev/null || fatal "the test config does not load"
