@@ -59,7 +59,21 @@ wrong_password_is_clear() {
 }
 check "a wrong repository password: a clear error, and the working setup is kept" wrong_password_is_clear
 
-check "a full backup" "$BIN/immich-server" backup run
+first_run_prunes_with_the_check() {
+	local out; out=$("$BIN/immich-server" backup run 2>&1) || { echo "$out"; return 1; }
+	echo "$out"
+	contains "Pruning the repository" "$out" && contains "Checking the repository" "$out"
+}
+check "a full backup: the first run checks the repository, and prunes with it" first_run_prunes_with_the_check
+# keep-daily keeps one snapshot a day: a second run the same day forgets
+# the first, and leaves its data for the weekly prune.
+second_run_forgets_without_pruning() {
+	local out; out=$("$BIN/immich-server" backup run 2>&1) || { echo "$out"; return 1; }
+	echo "$out"
+	contains "1 snapshot(s) forgotten; their data goes at the next weekly check" "$out" &&
+		! contains "Pruning" "$out" && [ "$(rustic_drive snapshots --json | jq 'map(.snapshots | length) | add')" = 1 ]
+}
+check "a second run the same day forgets the first snapshot without a prune" second_run_forgets_without_pruning
 thumbs_in_full() { rustic_drive ls latest | grep -q '/thumbs/'; }
 check "the default backup includes thumbnails" thumbs_in_full
 

@@ -324,7 +324,12 @@ pub fn run(env: &Env) -> Result<Option<RunReport>, BackupError> {
     save_state(&p, &st)?;
 
     let mut timings = [0.0f64; 3];
-    let result = backup_steps(env, &p, &mut timings);
+    let check_due = state::due(
+        st.last_check.as_ref(),
+        SystemTime::now(),
+        cfg.backup.check_every_days,
+    );
+    let result = backup_steps(env, &p, check_due, &mut timings);
     st.in_progress = None;
     let mut report = match result {
         Ok((snap, counts_tables)) => {
@@ -364,11 +369,7 @@ pub fn run(env: &Env) -> Result<Option<RunReport>, BackupError> {
 
     // The check, on its own cadence, after a successful backup.
     let mut check_failed = None;
-    if state::due(
-        st.last_check.as_ref(),
-        SystemTime::now(),
-        cfg.backup.check_every_days,
-    ) {
+    if check_due {
         env.progress.step(&format!(
             "Checking the repository (reading {} of the data)",
             cfg.backup.check_read_subset
@@ -404,6 +405,7 @@ pub fn run(env: &Env) -> Result<Option<RunReport>, BackupError> {
 fn backup_steps(
     env: &Env,
     p: &Paths,
+    check_due: bool,
     timings: &mut [f64; 3],
 ) -> Result<(rustic::Snapshot, usize), BackupError> {
     let cfg = env.cfg;
@@ -468,12 +470,26 @@ fn backup_steps(
         weekly: cfg.backup.keep_weekly,
         monthly: cfg.backup.keep_monthly,
     };
-    env.repo.forget_prune(keep).map_err(|e| {
+    let retention_failed = |e: RepoError| {
         BackupError::Other(format!(
             "the backup was saved as snapshot {}, but applying the retention policy failed: {e}",
             short(&snap.id)
         ))
-    })?;
+    };
+    let removed = env.repo.forget(keep).map_err(retention_failed)?;
+    // Pruning reads and rewrites pack files: weekly, with the check, is
+    // enough, and keeps the daily run close to a bare `rustic backup`. What
+    // forget removed meanwhile only waits for it.
+    if check_due {
+        env.progress.step(&format!(
+            "Pruning the repository ({removed} snapshot(s) forgotten now, and what earlier runs forgot)"
+        ));
+        env.repo.prune().map_err(retention_failed)?;
+    } else if removed > 0 {
+        env.progress.note(&format!(
+            "{removed} snapshot(s) forgotten; their data goes at the next weekly check"
+        ));
+    }
     timings[2] = t.elapsed().as_secs_f64();
     Ok((snap, counts.len()))
 }

@@ -93,8 +93,11 @@ pub trait Repo {
         tags: &[String],
         progress: OnProgress,
     ) -> Result<Snapshot, RepoError>;
-    /// Applies the retention policy to this appliance's snapshots and prunes.
-    fn forget_prune(&self, keep: Keep) -> Result<(), RepoError>;
+    /// Applies the retention policy to this appliance's snapshots; returns
+    /// how many it removed.
+    fn forget(&self, keep: Keep) -> Result<usize, RepoError>;
+    /// Deletes the data no snapshot needs any more.
+    fn prune(&self) -> Result<(), RepoError>;
     /// Checks the repository; `read` is None (structure only), Some("5%")
     /// (a share of the data) or Some("all").
     fn check(&self, read: Option<&str>) -> Result<(), RepoError>;
@@ -180,6 +183,29 @@ impl RusticCli {
         }
         Err(classify(verb, &out.status.to_string(), &stderr))
     }
+}
+
+/// How many snapshots `forget --json` removed: its groups list every
+/// snapshot with `keep` true or false (rustic 0.11). Nothing to forget
+/// prints nothing at all.
+pub fn removed_by_forget(json: &str) -> Result<usize, String> {
+    #[derive(serde::Deserialize)]
+    struct Group {
+        items: Vec<Item>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Item {
+        keep: bool,
+    }
+    if json.trim().is_empty() {
+        return Ok(0);
+    }
+    let groups: Vec<Group> = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    Ok(groups
+        .iter()
+        .flat_map(|g| &g.items)
+        .filter(|i| !i.keep)
+        .count())
 }
 
 /// Turns rustic's error text into an error that says what to do.
@@ -334,13 +360,23 @@ impl Repo for RusticCli {
         })
     }
 
-    fn forget_prune(&self, keep: Keep) -> Result<(), RepoError> {
+    fn forget(&self, keep: Keep) -> Result<usize, RepoError> {
         let mut c = self.cmd();
-        c.args(["forget", "--prune", "--filter-label", &self.label]);
+        c.args(["forget", "--json", "--filter-label", &self.label]);
         c.arg("--keep-daily").arg(keep.daily.to_string());
         c.arg("--keep-weekly").arg(keep.weekly.to_string());
         c.arg("--keep-monthly").arg(keep.monthly.to_string());
-        self.run("forget", c).map(|_| ())
+        let out = self.run("forget", c)?;
+        removed_by_forget(&out).map_err(|error| RepoError::Output {
+            verb: "forget",
+            error,
+        })
+    }
+
+    fn prune(&self) -> Result<(), RepoError> {
+        let mut c = self.cmd();
+        c.arg("prune");
+        self.run("prune", c).map(|_| ())
     }
 
     fn check(&self, read: Option<&str>) -> Result<(), RepoError> {

@@ -137,7 +137,10 @@ fn a_run_while_the_drive_is_locked_is_a_recorded_skip() {
         ) -> Result<Snapshot, RepoError> {
             panic!("must not run")
         }
-        fn forget_prune(&self, _: Keep) -> Result<(), RepoError> {
+        fn forget(&self, _: Keep) -> Result<usize, RepoError> {
+            panic!("must not run")
+        }
+        fn prune(&self) -> Result<(), RepoError> {
             panic!("must not run")
         }
         fn check(&self, _: Option<&str>) -> Result<(), RepoError> {
@@ -256,9 +259,6 @@ fn the_snapshot_root_is_found_from_its_dumps_folder() {
 }
 
 #[test]
-fn sizes_read_well() {}
-
-#[test]
 fn a_monitor_url_is_shown_without_its_token() {
     assert_eq!(
         super::redact_url("https://hc-ping.com/3f1c-secret-uuid/fail?x=1"),
@@ -277,4 +277,18 @@ fn a_monitor_url_is_shown_without_its_token() {
         !e.contains("secret-token") && e.contains("127.0.0.1"),
         "{e}"
     );
+}
+
+#[test]
+fn forget_says_how_many_snapshots_it_removed() {
+    // rustic 0.11's `forget --json`, cut to what is read.
+    let out = r#"[{"group_key":{"hostname":"pi","label":"immich-appliance","paths":["/srv/immich/dumps"]},
+        "items":[{"snapshot":{"id":"a"},"keep":true,"reasons":["daily"]},
+                 {"snapshot":{"id":"b"},"keep":false,"reasons":[]},
+                 {"snapshot":{"id":"c"},"keep":false,"reasons":[]}]},
+        {"group_key":{},"items":[{"snapshot":{"id":"d"},"keep":false,"reasons":[]}]}]"#;
+    assert_eq!(rustic::removed_by_forget(out).unwrap(), 3);
+    assert_eq!(rustic::removed_by_forget("").unwrap(), 0);
+    assert_eq!(rustic::removed_by_forget("[]").unwrap(), 0);
+    assert!(rustic::removed_by_forget("not json").is_err());
 }
