@@ -290,10 +290,13 @@ pub fn observe(cfg: &Config, s: &Status) -> BTreeMap<Condition, Reading> {
 /// A failure's first line (what failed) and its last (usually why), not
 /// the retries a tool printed between them: a phone shows a few lines.
 fn gist(message: &str) -> String {
+    // A tool's progress and retry notes, and its hints about backtraces,
+    // say nothing about what went wrong.
+    let noise = ["[WARN]", "[INFO]", "Backtrace:", "disabled backtrace"];
     let lines: Vec<&str> = message
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty())
+        .filter(|l| !l.is_empty() && !noise.iter().any(|n| l.starts_with(n)))
         .collect();
     match lines.as_slice() {
         [] => String::new(),

@@ -381,6 +381,12 @@ fn a_failure_is_told_by_its_first_and_last_lines() {
         ),
         "rustic backup failed (exit status: 1): … Error: connection refused"
     );
+    assert_eq!(
+        gist(
+            "rustic backup failed:\n[WARN] Error at 1s, retrying\nerror: the backend\nBacktrace:\ndisabled backtrace (set RUST_BACKTRACE)\n"
+        ),
+        "rustic backup failed: … error: the backend"
+    );
     assert_eq!(gist("one line"), "one line");
     assert_eq!(gist(""), "");
 }

@@ -64,6 +64,10 @@ pub enum RepoError {
     UnknownSnapshot(String),
     #[error("the disk is full: {0}")]
     DiskFull(String),
+    #[error(
+        "rustic {verb}: the backup repository cannot be reached (its server is down, or the network is): {detail}. Nothing was lost; the next run tries again"
+    )]
+    Unreachable { verb: &'static str, detail: String },
     #[error("cannot run rustic ({tool}): {source}")]
     Spawn {
         tool: String,
@@ -215,6 +219,29 @@ pub fn classify(verb: &'static str, status: &str, stderr: &str) -> RepoError {
     }
     if stderr.contains("No space left on device") || stderr.contains("os error 28") {
         return RepoError::DiskFull(tail(stderr, 3).trim().to_owned());
+    }
+    // rustic's backends retry, then give up with "Backoff failed"; the
+    // cause is a connection that was refused or timed out, or a name that
+    // did not resolve.
+    let unreachable = [
+        "Backoff failed",
+        "error sending request",
+        "Connection refused",
+        "dns error",
+    ];
+    if unreachable.iter().any(|n| stderr.contains(n)) {
+        let detail = stderr
+            .lines()
+            .map(str::trim)
+            .rfind(|l| {
+                l.contains("error sending request")
+                    || l.contains("Connection refused")
+                    || l.contains("dns error")
+            })
+            .unwrap_or("rustic gave up after its retries")
+            .trim_start_matches("[WARN] ")
+            .to_owned();
+        return RepoError::Unreachable { verb, detail };
     }
     RepoError::Failed {
         verb,
@@ -478,6 +505,17 @@ mod tests {
             classify("restore", "exit status: 1", full),
             RepoError::DiskFull(m) if m.contains("a.jpg")
         ));
+        // What rustic 0.11 printed in story 43 with the REST server down.
+        let down = "[WARN] Error error sending request for url (http://127.0.0.1:8000/config) at 1s, retrying\n[WARN] Error error sending request for url (http://127.0.0.1:8000/config) at 16s, retrying\nerror: `rustic_core` experienced an error related to `the backend`.\nMessage:\nBackoff failed, please check the logs for more information.\nCaused by:\nerror sending request for url (http://127.0.0.1:8000/config)\n : (source: client error (Connect))\nBacktrace:\n";
+        let e = classify("backup", "exit status: 1", down);
+        assert!(matches!(&e, RepoError::Unreachable { .. }), "{e:?}");
+        let t = e.to_string();
+        assert!(
+            t.contains("cannot be reached")
+                && t.contains("error sending request for url (http://127.0.0.1:8000/config)")
+                && !t.contains("retrying"),
+            "{t}"
+        );
         let other = "[INFO] x\nerror: connection refused\nBacktrace:\n";
         let e = classify("backup", "exit status: 1", other).to_string();
         assert!(
