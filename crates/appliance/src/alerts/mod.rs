@@ -312,9 +312,12 @@ pub fn scrub(text: &str) -> String {
     let mut out: Vec<String> = vec![];
     for word in text.split(' ') {
         if word.contains("://") {
-            let (head, url) =
+            let (head, rest) =
                 word.split_at(word.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(0));
-            out.push(format!("{head}{}", crate::backup::redact_url(url)));
+            // Punctuation after a URL ("(http://host/x).") is the sentence's.
+            let url = rest.trim_end_matches([')', '.', ',', ';', ':']);
+            let tail = &rest[url.len()..];
+            out.push(format!("{head}{}{tail}", crate::backup::redact_url(url)));
         } else {
             out.push(word.to_owned());
         }

@@ -398,6 +398,10 @@ fn scrub_keeps_tokens_and_passwords_in_urls_out_of_alerts() {
     );
     assert!(!s.contains("hunter2") && !s.contains("secret-repo"), "{s}");
     assert!(s.contains("backup.example.org"), "{s}");
+    assert_eq!(
+        scrub("error sending request for url (http://127.0.0.1:8000/config). Nothing was lost"),
+        "error sending request for url (http://127.0.0.1:8000/…). Nothing was lost"
+    );
     let long = "x".repeat(1000);
     assert!(scrub(&long).chars().count() <= 301);
 }
