@@ -208,7 +208,7 @@ pub fn observe(cfg: &Config, s: &Status) -> BTreeMap<Condition, Reading> {
                 Some(run) if run.outcome == Outcome::Failed => Firing(format!(
                     "The {what} of {} failed: {}",
                     run.finished,
-                    scrub(&gist(&run.message))
+                    scrub(&gist(&run.message), &cfg.drive.mount_point)
                 )),
                 _ => Clear,
             }
@@ -305,10 +305,46 @@ fn gist(message: &str) -> String {
     }
 }
 
+/// Paths on the drive say what is in the library (an album's name, a
+/// person's): each becomes "(a path on the drive)". A path ends where an
+/// error message goes on (": ", a quote, a bracket, the line's end), since
+/// it may hold spaces.
+fn cut_drive_paths(text: &str, drive: &str) -> String {
+    let root = drive.trim_end_matches('/');
+    if root.is_empty() {
+        return text.to_owned();
+    }
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(root) {
+        let after = &rest[i + root.len()..];
+        // "/srv/immich2" is not on the drive at /srv/immich.
+        if !(after.is_empty()
+            || after.starts_with('/')
+            || after.starts_with([':', ' ', ')', '"', '\'']))
+        {
+            out.push_str(&rest[..i + root.len()]);
+            rest = after;
+            continue;
+        }
+        out.push_str(&rest[..i]);
+        out.push_str("(a path on the drive)");
+        let end = [": ", "\"", "'", ")", "\n"]
+            .iter()
+            .filter_map(|stop| after.find(stop))
+            .min()
+            .unwrap_or(after.len());
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// An error text as an alert may carry it to a third party: every URL cut
 /// to its scheme and host (a token or password may sit in the rest), and
 /// at most a few hundred characters.
-pub fn scrub(text: &str) -> String {
+pub fn scrub(text: &str, drive: &Path) -> String {
+    let text = cut_drive_paths(text, &drive.display().to_string());
     let mut out: Vec<String> = vec![];
     for word in text.split(' ') {
         if word.contains("://") {

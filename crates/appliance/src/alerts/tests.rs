@@ -393,17 +393,38 @@ fn a_failure_is_told_by_its_first_and_last_lines() {
 
 #[test]
 fn scrub_keeps_tokens_and_passwords_in_urls_out_of_alerts() {
+    let drive = std::path::Path::new("/srv/immich");
     let s = scrub(
         "rustic: cannot reach rest:https://user:hunter2@backup.example.org/secret-repo (connection refused)",
+        drive,
     );
     assert!(!s.contains("hunter2") && !s.contains("secret-repo"), "{s}");
     assert!(s.contains("backup.example.org"), "{s}");
     assert_eq!(
-        scrub("error sending request for url (http://127.0.0.1:8000/config). Nothing was lost"),
+        scrub(
+            "error sending request for url (http://127.0.0.1:8000/config). Nothing was lost",
+            drive
+        ),
         "error sending request for url (http://127.0.0.1:8000/…). Nothing was lost"
     );
     let long = "x".repeat(1000);
-    assert!(scrub(&long).chars().count() <= 301);
+    assert!(scrub(&long, drive).chars().count() <= 301);
+    // A file's path names an album or a person: it stays out, spaces and all.
+    assert_eq!(
+        scrub(
+            "[ERROR] writing /srv/immich/immich/library/admin/2024/Birthday Anna/IMG_1.jpg: No space left on device",
+            drive
+        ),
+        "[ERROR] writing (a path on the drive): No space left on device"
+    );
+    assert_eq!(
+        scrub("cannot open '/srv/immich/dumps/immich.pgdump'", drive),
+        "cannot open '(a path on the drive)'"
+    );
+    assert_eq!(
+        scrub("/srv/immich2/x is elsewhere", drive),
+        "/srv/immich2/x is elsewhere"
+    );
 }
 
 fn status(state: &'static str) -> Status {
