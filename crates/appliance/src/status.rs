@@ -324,7 +324,7 @@ pub fn gather(cfg: &Config, parts: &Parts) -> Status {
         backup,
         soc,
         system,
-        alerts: alert_channels(cfg),
+        alerts: crate::alerts::channels::set(&cfg.alerts),
         urls: if state == "running" {
             net::urls(cfg, parts.addresses)
         } else {
@@ -332,19 +332,6 @@ pub fn gather(cfg: &Config, parts: &Parts) -> Status {
         },
         advice,
     }
-}
-
-fn alert_channels(cfg: &Config) -> Vec<&'static str> {
-    let a = &cfg.alerts;
-    [
-        ("ntfy", &a.ntfy_url),
-        ("webhook", &a.webhook_url),
-        ("email", &a.smtp_host),
-    ]
-    .into_iter()
-    .filter(|(_, v)| !v.is_empty())
-    .map(|(n, _)| n)
-    .collect()
 }
 
 /// The backup part of the status (also `immich-server backup status`).

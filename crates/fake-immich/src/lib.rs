@@ -392,6 +392,11 @@ fn handle(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         s.requests.push(format!("{} {}", req.method, req.path));
         route(&mut s, &req)
     };
+    respond_json(&mut stream, status, &body)
+}
+
+/// Writes a JSON answer and closes: what every stand-in server here sends.
+pub fn respond_json(stream: &mut TcpStream, status: u16, body: &Value) -> std::io::Result<()> {
     let text = body.to_string();
     let reason = match status {
         200 => "OK",
@@ -401,6 +406,7 @@ fn handle(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
+        405 => "Method Not Allowed",
         _ => "Error",
     };
     write!(

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::{Request, read_request};
+use crate::{Request, read_request, respond_json};
 
 const PRIORITIES: [(&str, u8); 10] = [
     ("1", 1),
@@ -128,13 +128,7 @@ pub fn serve_on(listener: TcpListener, log: &Path) -> std::io::Result<()> {
             }
             Err((status, e)) => (status, json!({ "http": status, "error": e })),
         };
-        let text = body.to_string();
-        let _ = write!(
-            stream,
-            "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-            if status == 200 { "OK" } else { "Bad Request" },
-            text.len()
-        );
+        let _ = respond_json(&mut stream, status, &body);
     }
     Ok(())
 }

@@ -105,6 +105,20 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// The names of the channels whose settings are filled in, as `status`
+/// lists them (e-mail too while it waits for its password).
+pub fn set(a: &Alerts) -> Vec<&'static str> {
+    [
+        ("ntfy", &a.ntfy_url),
+        ("webhook", &a.webhook_url),
+        ("email", &a.smtp_host),
+    ]
+    .into_iter()
+    .filter(|(_, v)| !v.is_empty())
+    .map(|(n, _)| n)
+    .collect()
+}
+
 /// The channels the config fills in. E-mail needs its password from the
 /// drive: while that cannot be read it is left out, with the reason.
 pub fn configured(cfg: &Config) -> (Vec<Box<dyn Channel>>, Vec<String>) {

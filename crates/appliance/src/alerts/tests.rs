@@ -632,6 +632,8 @@ fn channels_are_built_only_from_what_is_filled_in() {
     .unwrap();
     cfg.drive.mount_point = dir.path().to_owned();
     let (v, waiting) = channels::configured(&cfg);
+    // status lists e-mail while it waits.
+    assert_eq!(channels::set(&cfg.alerts), ["ntfy", "email"]);
     // The drive is "locked": no password, so e-mail waits and says why.
     assert_eq!(v.iter().map(|c| c.name()).collect::<Vec<_>>(), ["ntfy"]);
     assert!(waiting[0].contains("waits for the drive"), "{waiting:?}");
