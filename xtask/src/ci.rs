@@ -1,8 +1,9 @@
 //! The layers of `cargo xtask ci`.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -243,48 +244,95 @@ pub fn vm_stories(names: &[String], release: bool) -> Result<()> {
     util::timed("VM image", || vm::image(false).map(|_| ()))?;
     let results = util::root().join("target/vm-results");
     let _ = fs::remove_dir_all(&results);
+    let times_file = util::cache_dir().join("vm/story-times.tsv");
+    let queue = Mutex::new(schedule(
+        &chosen,
+        &fs::read_to_string(&times_file).unwrap_or_default(),
+    ));
+    let jobs = vm_jobs()?;
+    eprintln!(
+        "vm: {} runs on {jobs} lane(s), longest first",
+        queue.lock().unwrap().len()
+    );
+    let done: Mutex<Vec<(String, vm::RunResult, String)>> = Mutex::new(vec![]);
+    // Each lane takes the next run off the queue: the guests spend much of a
+    // story waiting (timers, the KDF's one core, a VM's boot on one vCPU), so
+    // two guests on this 2-core machine finish sooner than one after the other.
+    std::thread::scope(|scope| -> Result<()> {
+        let lanes: Vec<_> = (0..jobs)
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    loop {
+                        let Some((story, bus)) = queue.lock().unwrap().pop() else {
+                            return Ok(());
+                        };
+                        let label = format!("{}[{}]", story.name, bus.name());
+                        let out = results.join(&label);
+                        let mut o = vm::RunOptions::new(story.path.clone());
+                        o.bus = bus;
+                        o.disk_size = story.disk_size.clone();
+                        o.disks = story.disks;
+                        o.timeout = story.timeout;
+                        o.mem_mb = story.mem_mb;
+                        o.cpu = story.cpu.clone();
+                        o.share = Some(share.clone());
+                        o.out = Some(out.clone());
+                        o.stream_console = false;
+                        eprintln!("==> story {label}");
+                        let r = vm::run(&o)?;
+                        let log = fs::read_to_string(out.join("test.log")).unwrap_or_default();
+                        // One story's lines together, not interleaved with the other lane's.
+                        let mut text = String::new();
+                        if r.code == 0 {
+                            text.push_str(&checks(&log));
+                        } else {
+                            text.push_str(&format!(
+                                "--- story output ({}):\n{log}\n",
+                                out.join("test.log").display()
+                            ));
+                        }
+                        text.push_str(&format!(
+                            "<== story {label}: exit {} in {:.0} s\n",
+                            r.code,
+                            r.elapsed.as_secs_f64()
+                        ));
+                        eprint!("{text}");
+                        done.lock()
+                            .unwrap()
+                            .push((label, r, out.display().to_string()));
+                    }
+                })
+            })
+            .collect();
+        for l in lanes {
+            l.join()
+                .map_err(|_| anyhow::anyhow!("a VM lane panicked"))??;
+        }
+        Ok(())
+    })?;
+    let mut done = done.into_inner().unwrap();
+    done.sort_by(|a, b| a.0.cmp(&b.0));
     let mut rows = vec![];
     let mut failed = vec![];
-    for story in chosen {
-        for bus in &story.buses {
-            let label = format!("{}[{}]", story.name, bus.name());
-            let out = results.join(&label);
-            let mut o = vm::RunOptions::new(story.path.clone());
-            o.bus = *bus;
-            o.disk_size = story.disk_size.clone();
-            o.disks = story.disks;
-            o.timeout = story.timeout;
-            o.mem_mb = story.mem_mb;
-            o.cpu = story.cpu.clone();
-            o.share = Some(share.clone());
-            o.out = Some(out.clone());
-            o.stream_console = false;
-            eprintln!("==> story {label}");
-            let r = vm::run(&o)?;
-            let log = fs::read_to_string(out.join("test.log")).unwrap_or_default();
-            let summary = fs::read_to_string(out.join("summary.txt")).unwrap_or_default();
-            if r.code == 0 {
-                print_checks(&log);
-            } else {
-                eprintln!(
-                    "--- story output ({}):\n{log}",
-                    out.join("test.log").display()
-                );
-                failed.push(label.clone());
-            }
-            rows.push(format!(
-                "{label:<40} {:<6} {:>5.0} s  boot {:>4.0} s  {}",
-                if r.code == 0 { "ok" } else { "FAILED" },
-                r.elapsed.as_secs_f64(),
-                r.boot_secs.unwrap_or(f64::NAN),
-                summary.trim()
-            ));
-            eprintln!(
-                "<== story {label}: exit {} in {:.0} s",
-                r.code,
-                r.elapsed.as_secs_f64()
-            );
+    let mut times = String::new();
+    for (label, r, out) in &done {
+        let summary = fs::read_to_string(Path::new(out).join("summary.txt")).unwrap_or_default();
+        if r.code != 0 {
+            failed.push(label.clone());
         }
+        times.push_str(&format!("{label}\t{:.0}\n", r.elapsed.as_secs_f64()));
+        rows.push(format!(
+            "{label:<40} {:<6} {:>5.0} s  boot {:>4.0} s  {}",
+            if r.code == 0 { "ok" } else { "FAILED" },
+            r.elapsed.as_secs_f64(),
+            r.boot_secs.unwrap_or(f64::NAN),
+            summary.trim()
+        ));
+    }
+    // Only a full, green set of runs orders the next ones: a partial or red
+    // run's times say little about the others.
+    if failed.is_empty() && names.is_empty() {
+        let _ = fs::write(&times_file, &times);
     }
     let table = rows.join("\n");
     eprintln!(
@@ -299,12 +347,53 @@ pub fn vm_stories(names: &[String], release: bool) -> Result<()> {
     Ok(())
 }
 
-/// Echoes the PASS/FAIL lines and figures of a passing story, so the CI log
-/// shows what was checked without the noise.
-fn print_checks(log: &str) {
-    for l in log.lines() {
-        if l.starts_with("PASS ") || l.starts_with("FAIL ") || l.starts_with("FIGURE ") {
-            eprintln!("    {l}");
-        }
+/// How many guests run at once: `IMMICH_VM_JOBS`, or the host's cores (at
+/// most 2: a third guest on two cores only slowed every story down).
+fn vm_jobs() -> Result<usize> {
+    match std::env::var("IMMICH_VM_JOBS") {
+        Ok(v) => match v.parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => bail!("IMMICH_VM_JOBS must be a whole number of 1 or more, not `{v}`"),
+        },
+        Err(_) => Ok(std::thread::available_parallelism()
+            .map(|n| n.get().min(2))
+            .unwrap_or(1)),
     }
+}
+
+/// The runs as a stack to pop from: the longest last (so popped first), by
+/// the times of the last full green run; a run with no time yet counts by
+/// its time limit, which is how long its author expected it might take.
+fn schedule<'a>(stories: &[&'a vm::Story], last_times: &str) -> Vec<(&'a vm::Story, vm::Bus)> {
+    let known: std::collections::HashMap<&str, f64> = last_times
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once('\t')?;
+            Some((k, v.trim().parse().ok()?))
+        })
+        .collect();
+    let mut runs: Vec<(f64, &vm::Story, vm::Bus)> = stories
+        .iter()
+        .flat_map(|s| {
+            s.buses.iter().map(|b| {
+                let label = format!("{}[{}]", s.name, b.name());
+                let guess = known
+                    .get(label.as_str())
+                    .copied()
+                    .unwrap_or(s.timeout.as_secs_f64() / 3.0);
+                (guess, *s, *b)
+            })
+        })
+        .collect();
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    runs.into_iter().map(|(_, s, b)| (s, b)).collect()
+}
+
+/// The PASS/FAIL lines and figures of a passing story, so the CI log shows
+/// what was checked without the noise.
+fn checks(log: &str) -> String {
+    log.lines()
+        .filter(|l| l.starts_with("PASS ") || l.starts_with("FAIL ") || l.starts_with("FIGURE "))
+        .map(|l| format!("    {l}\n"))
+        .collect()
 }

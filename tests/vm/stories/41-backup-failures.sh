@@ -6,7 +6,8 @@
 # a recorded skip, not a failure; a run before setup says to run setup; a
 # wrong repository password is a clear error that keeps the working setup;
 # essential-only really leaves thumbnails out; a run killed midway is
-# reported and the next run succeeds with a clean check; and a corrupted
+# reported and the next run succeeds with a clean check; a photo that
+# cannot be read makes the run fail and name it; and a corrupted
 # pack file is caught by `check`, which turns the status red. A repository
 # in a local folder works as well as the REST server.
 . "$VM_LIB/common.sh"
@@ -112,6 +113,76 @@ killed_run_then_recovers() {
 	"$BIN/immich-server" backup run > /dev/null && "$BIN/immich-server" backup check --read-all
 }
 check "a run killed midway is reported; the next run succeeds and a full check is clean" killed_run_then_recovers
+
+# A folder of the library on a little filesystem of its own, on a
+# device-mapper table whose blocks under one photo then turn into read
+# errors: what a failing drive does to one part of the library.
+FAILING_DIR="$MP/$(cfg layout.media.path)/upload/failing folder"
+FAILING_IMG=/var/tmp/failing.img
+failing_folder() {
+	local loop sz
+	truncate -s 32M "$FAILING_IMG" && loop=$(losetup -f --show "$FAILING_IMG") &&
+		sz=$(blockdev --getsz "$loop") || return 1
+	echo "0 $sz linear $loop 0" | dmsetup create failing &&
+		mkfs.ext4 -q -b 4096 /dev/mapper/failing && mkdir -p "$FAILING_DIR" &&
+		mount /dev/mapper/failing "$FAILING_DIR" || return 1
+	head -c 300000 /dev/urandom > "$FAILING_DIR/IMG_0001.jpg"
+	head -c 2000 /dev/urandom > "$FAILING_DIR/fine.jpg"
+	sync
+}
+# $1: "error" puts an error target over the photo's first 80 blocks;
+# "heal" gives the whole device back.
+failing_table() {
+	local loop sz blk st n=640
+	loop=$(losetup -j "$FAILING_IMG" | cut -d: -f1) && sz=$(blockdev --getsz "$loop") || return 1
+	if [ "$1" = heal ]; then
+		echo "0 $sz linear $loop 0"
+	else
+		blk=$(debugfs -R "bmap /IMG_0001.jpg 0" /dev/mapper/failing 2> /dev/null) &&
+			[ "$blk" -gt 0 ] || return 1
+		st=$((blk * 8))
+		printf '0 %s linear %s 0\n%s %s error\n%s %s linear %s %s\n' \
+			"$st" "$loop" "$st" "$n" "$((st + n))" "$((sz - st - n))" "$loop" "$((st + n))"
+	fi | dmsetup reload failing && dmsetup resume failing &&
+		echo 3 > /proc/sys/vm/drop_caches
+}
+snapshot_count() { rustic_drive snapshots --json 2> /dev/null | jq 'map(.snapshots | length) | add'; }
+unreadable_files_fail_the_run() {
+	local out rc before after ls
+	failing_folder && failing_table error || return 1
+	if cat "$FAILING_DIR/IMG_0001.jpg" > /dev/null 2>&1; then
+		echo "the photo is still readable: the error target is not over it"
+		return 1
+	fi
+	before=$(snapshot_count)
+	out=$("$BIN/immich-server" backup run 2>&1); rc=$?
+	echo "$out" | tail -4
+	after=$(snapshot_count)
+	ls=$(rustic_drive ls latest)
+	echo "exit $rc; snapshots $before -> $after"
+	[ "$rc" = 11 ] && contains "the backup is incomplete: 1 file(s) could not be read" "$out" &&
+		contains "failing folder/IMG_0001.jpg" "$out" && ! contains "Backup done" "$out" &&
+		[ "$(backup_json | jq -r .health.colour)" = red ] &&
+		"$BIN/immich-server" --status | grep -q "could not be read" &&
+		echo "$ls" | grep -q 'failing folder/fine.jpg$' &&
+		! echo "$ls" | grep -q 'IMG_0001.jpg$' &&
+		[ "$after" = $((before + 1)) ]
+}
+check "a photo that cannot be read (a device-mapper error under it): the run fails with exit 11, names it, keeps every older snapshot, status is red" unreadable_files_fail_the_run
+healed_run_saves_them() {
+	local out
+	failing_table heal || return 1
+	out=$("$BIN/immich-server" backup run 2>&1) || { echo "$out"; return 1; }
+	echo "$out" | tail -2
+	rustic_drive ls latest | grep -q 'failing folder/IMG_0001.jpg$' &&
+		[ "$(backup_json | jq -r .health.colour)" = green ]
+}
+check "once the blocks read again, the next run saves the photo and status is green" healed_run_saves_them
+failing_folder_away() {
+	umount "$FAILING_DIR" && dmsetup remove failing &&
+		losetup -d "$(losetup -j "$FAILING_IMG" | cut -d: -f1)" && rmdir "$FAILING_DIR" && rm -f "$FAILING_IMG"
+}
+check "the failing folder is taken away" failing_folder_away
 
 corrupted_pack_is_caught() {
 	local pack out rc

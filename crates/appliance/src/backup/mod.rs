@@ -51,6 +51,19 @@ pub enum BackupError {
         .0.map(|p| format!(" (pid {p})")).unwrap_or_default()
     )]
     Busy(Option<u32>),
+    #[error(
+        "the backup is incomplete: {} file(s) could not be read and are not in snapshot {} (everything else is): {}{}. \
+A file that cannot be read usually means the drive is failing: run `sudo immich-server status` for its health, and copy your photos to a new drive soon (docs/moving-your-library.md). \
+No older snapshot was removed; the next backup tries these files again",
+        .unreadable.len(),
+        short(.snapshot),
+        .unreadable.iter().take(10).cloned().collect::<Vec<_>>().join(", "),
+        if .unreadable.len() > 10 { format!(" and {} more", .unreadable.len() - 10) } else { String::new() }
+    )]
+    Partial {
+        snapshot: String,
+        unreadable: Vec<String>,
+    },
     #[error("{0}")]
     Verify(String),
     #[error("{what}: {source}")]
@@ -359,7 +372,10 @@ pub fn run(env: &Env) -> Result<Option<RunReport>, BackupError> {
             }
         }
         Err(e) => {
-            let r = finished(&started, t0, Outcome::Failed, e.to_string());
+            let mut r = finished(&started, t0, Outcome::Failed, e.to_string());
+            if let BackupError::Partial { snapshot, .. } = &e {
+                r.snapshot = Some(snapshot.clone());
+            }
             st.last_backup = Some(r);
             save_state(&p, &st)?;
             ping(env, false);
@@ -460,8 +476,17 @@ fn backup_steps(
             humantime::format_duration(std::time::Duration::from_secs(elapsed.as_secs()))
         ));
     };
-    let snap = env.repo.backup(&sources, &[tag.to_owned()], &report)?;
+    let backed = env.repo.backup(&sources, &[tag.to_owned()], &report)?;
     timings[1] = t.elapsed().as_secs_f64();
+    let snap = backed.snapshot;
+    // A snapshot with holes must not count towards the retention: under
+    // keep-daily it would push out today's complete one.
+    if !backed.unreadable.is_empty() {
+        return Err(BackupError::Partial {
+            snapshot: snap.id,
+            unreadable: backed.unreadable,
+        });
+    }
 
     env.progress.step("Applying the retention policy");
     let t = Instant::now();

@@ -40,6 +40,58 @@ pub struct Summary {
     pub backup_duration: f64,
 }
 
+/// What `backup` made: the snapshot, and what rustic could not read and
+/// left out of it (a failing drive, a file that vanished meanwhile).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backed {
+    pub snapshot: Snapshot,
+    pub unreadable: Vec<String>,
+}
+
+/// The entries rustic left out of a snapshot, from its warnings. rustic
+/// 0.11 (rustic_core 0.13) logs a file it could not open or read as
+/// `[WARN] ignoring error: ...` and carries on, exiting 0; the message, over
+/// several lines, names the path in backquotes ("Failed to open
+/// ReadSourceOpen at `/srv/...`", "Error while backing up `/srv/...`").
+/// An item dropped because its parent tree could not be read is logged as
+/// `ignoring error reading parent snapshot`. A warning with no path is kept
+/// as its first line, so that nothing is left out silently.
+pub fn unreadable(stderr: &str) -> Vec<String> {
+    const STARTS: [&str; 2] = [
+        "[WARN] ignoring error: ",
+        "[WARN] ignoring error reading parent snapshot: ",
+    ];
+    let mut found: Vec<String> = vec![];
+    let mut lines = stderr.lines().peekable();
+    while let Some(line) = lines.next() {
+        let Some(first) = STARTS.iter().find_map(|s| line.strip_prefix(s)) else {
+            continue;
+        };
+        // The rest of the record, up to the next `[LEVEL] ` line, repeats
+        // the path with rustic's advice.
+        while lines.peek().is_some_and(|next| !is_log_line(next)) {
+            lines.next();
+        }
+        // The path is quoted at the end of the first line, so a name that
+        // itself holds a backquote is taken whole.
+        let quoted = first.find("`/").and_then(|a| {
+            let b = first.rfind('`')?;
+            (b > a + 1).then(|| first[a + 1..b].to_owned())
+        });
+        let entry = quoted.unwrap_or_else(|| first.trim().to_owned());
+        if !found.contains(&entry) {
+            found.push(entry);
+        }
+    }
+    found
+}
+
+fn is_log_line(l: &str) -> bool {
+    ["[ERROR] ", "[WARN] ", "[INFO] ", "[DEBUG] ", "[TRACE] "]
+        .iter()
+        .any(|p| l.starts_with(p))
+}
+
 /// Retention: how many snapshots of each period to keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keep {
@@ -89,14 +141,15 @@ pub type OnProgress<'a> = &'a dyn Fn(u64, std::time::Duration);
 
 /// The repository operations the appliance uses.
 pub trait Repo {
-    /// Backs up `paths` (absolute) and returns the new snapshot;
-    /// `progress` is told, every little while, how much it has read.
+    /// Backs up `paths` (absolute) and returns the new snapshot with what
+    /// could not be read; `progress` is told, every little while, how much
+    /// it has read.
     fn backup(
         &self,
         paths: &[PathBuf],
         tags: &[String],
         progress: OnProgress,
-    ) -> Result<Snapshot, RepoError>;
+    ) -> Result<Backed, RepoError>;
     /// Applies the retention policy to this appliance's snapshots; returns
     /// how many it removed.
     fn forget(&self, keep: Keep) -> Result<usize, RepoError>;
@@ -335,7 +388,7 @@ impl Repo for RusticCli {
         paths: &[PathBuf],
         tags: &[String],
         progress: OnProgress,
-    ) -> Result<Snapshot, RepoError> {
+    ) -> Result<Backed, RepoError> {
         self.profile_exists()?;
         let mut c = self.cmd();
         c.args(["backup", "--json", "--label", &self.label]);
@@ -381,9 +434,14 @@ impl Repo for RusticCli {
         if !status.success() {
             return Err(classify("backup", &status.to_string(), &stderr));
         }
-        serde_json::from_str(&String::from_utf8_lossy(&out)).map_err(|e| RepoError::Output {
-            verb: "backup",
-            error: e.to_string(),
+        let snapshot =
+            serde_json::from_str(&String::from_utf8_lossy(&out)).map_err(|e| RepoError::Output {
+                verb: "backup",
+                error: e.to_string(),
+            })?;
+        Ok(Backed {
+            snapshot,
+            unreadable: unreadable(&stderr),
         })
     }
 
@@ -522,6 +580,30 @@ mod tests {
             e.contains("connection refused") && !e.contains("Backtrace"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn warnings_about_unread_files_name_them() {
+        // As rustic 0.11.4 printed it for a file whose open failed (checked
+        // by hand with a bind-mounted write-only sysfs file), then a read
+        // error's form and one with no path.
+        let stderr = "[INFO] starting to backup [\"/srv/immich/immich\"] ...\n\
+[WARN] ignoring error: Error: Failed to open ReadSourceOpen at `/srv/immich/immich/upload/photo two.jpg`\n\
+Failed to open file at `/srv/immich/immich/upload/photo two.jpg`. Please make sure the file exists and is accessible. (kind: related to input/output operations): caused by: Permission denied (os error 13)\n\
+[WARN] ignoring error: Error while backing up `/srv/immich/immich/library/a`b.jpg`\n\
+Failed to read from reader in iterator: Input/output error (os error 5)\n\
+[WARN] ignoring error reading parent snapshot: tree not found\n\
+[WARN] ignoring error when loading parent tree Id(1): not found\n\
+[INFO] backup of /srv/immich/immich done.\n";
+        assert_eq!(
+            unreadable(stderr),
+            vec![
+                "/srv/immich/immich/upload/photo two.jpg".to_owned(),
+                "/srv/immich/immich/library/a`b.jpg".to_owned(),
+                "tree not found".to_owned(),
+            ]
+        );
+        assert!(unreadable("[INFO] backup of /x done.\n[WARN] ignoring error x\n").is_empty());
     }
 
     #[test]

@@ -134,7 +134,7 @@ fn a_run_while_the_drive_is_locked_is_a_recorded_skip() {
             _: &[PathBuf],
             _: &[String],
             _: rustic::OnProgress,
-        ) -> Result<Snapshot, RepoError> {
+        ) -> Result<rustic::Backed, RepoError> {
             panic!("must not run")
         }
         fn forget(&self, _: Keep) -> Result<usize, RepoError> {
