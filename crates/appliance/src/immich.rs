@@ -5,7 +5,7 @@
 //! pinned package. Servers without `/api/queues` (before v2.4) get the
 //! deprecated `/api/jobs` routes instead.
 
-use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -179,7 +179,7 @@ pub struct Client {
     api_key: Option<zeroize::Zeroizing<String>>,
     agent: ureq::Agent,
     /// Set after a 404 on /api/queues: the server predates the queues API.
-    legacy: Cell<bool>,
+    legacy: AtomicBool,
 }
 
 impl Client {
@@ -194,12 +194,12 @@ impl Client {
             base: format!("{}/api", url.trim_end_matches('/')),
             api_key: api_key.map(zeroize::Zeroizing::new),
             agent,
-            legacy: Cell::new(false),
+            legacy: AtomicBool::new(false),
         }
     }
 
     pub fn uses_legacy_jobs_api(&self) -> bool {
-        self.legacy.get()
+        self.legacy.load(Ordering::Relaxed)
     }
 
     fn url(&self, path: &str) -> String {
@@ -354,10 +354,12 @@ impl ImmichApi for Client {
     }
 
     fn queues(&self) -> Result<Vec<Queue>, ImmichError> {
-        if !self.legacy.get() {
+        if !self.legacy.load(Ordering::Relaxed) {
             match self.json::<Vec<Queue>>("GET", "/queues", None, None) {
                 Ok(q) => return Ok(q),
-                Err(ImmichError::Status { status: 404, .. }) => self.legacy.set(true),
+                Err(ImmichError::Status { status: 404, .. }) => {
+                    self.legacy.store(true, Ordering::Relaxed)
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -374,10 +376,12 @@ impl ImmichApi for Client {
     }
 
     fn set_paused(&self, queue: &str, paused: bool) -> Result<(), ImmichError> {
-        if !self.legacy.get() {
+        if !self.legacy.load(Ordering::Relaxed) {
             let body = serde_json::to_value(QueueUpdate { is_paused: paused }).expect("serialises");
             match self.empty("PUT", &format!("/queues/{queue}"), &body) {
-                Err(ImmichError::Status { status: 404, .. }) => self.legacy.set(true),
+                Err(ImmichError::Status { status: 404, .. }) => {
+                    self.legacy.store(true, Ordering::Relaxed)
+                }
                 other => return other,
             }
         }

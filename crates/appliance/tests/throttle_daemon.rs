@@ -5,6 +5,7 @@
 
 use std::cell::RefCell;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use appliance::config::Config;
@@ -76,6 +77,8 @@ fn ticks(d: &mut Daemon, n: usize) {
         d.tick();
         std::thread::sleep(Duration::from_millis(105));
     }
+    // Queue actions run on the daemon's Immich thread: wait for the last.
+    d.settle(Duration::from_secs(5));
 }
 
 /// The daemon's seams for one test: the sysfs tree, the quota in memory,
@@ -83,7 +86,7 @@ fn ticks(d: &mut Daemon, n: usize) {
 struct Rig {
     s: Sysfs,
     quota: Quota,
-    client: Option<Client>,
+    client: Option<Arc<Client>>,
     missing: Option<String>,
     notes: Notes,
 }
@@ -92,11 +95,11 @@ impl Rig {
     fn new(cfg: &Config, fake: Result<&Fake, &str>) -> Rig {
         let (client, missing) = match fake {
             Ok(f) => (
-                Some(Client::new(
+                Some(Arc::new(Client::new(
                     &f.url(),
                     Some("k".into()),
                     Duration::from_secs(5),
-                )),
+                ))),
                 None,
             ),
             Err(why) => (None, Some(why.to_owned())),
@@ -115,7 +118,10 @@ impl Rig {
             sensors: &self.s,
             cpufreq: &self.s,
             systemd: &self.quota,
-            immich: self.client.as_ref().map(|c| c as &dyn ImmichApi),
+            immich: self
+                .client
+                .clone()
+                .map(|c| c as Arc<dyn ImmichApi + Send + Sync>),
             immich_missing: self.missing.clone(),
             notify: &self.notes,
         }
@@ -295,4 +301,69 @@ fn the_user_switch_pauses_heavy_work() {
     let _ = dir;
     d.shutdown();
     assert_eq!(fake.snapshot()["paused"], serde_json::json!([]));
+}
+
+#[test]
+fn a_hung_immich_never_holds_up_the_clock_or_the_watchdog() {
+    let (dir, cfg, fake) = setup(true);
+    let rig = Rig::new(&cfg, Ok(&fake));
+    let mut d = Daemon::start(&cfg, rig.parts()).unwrap();
+    ticks(&mut d, 3);
+    assert_eq!(status(&cfg).immich, "ok");
+    // Immich stops answering (each call then waits the client's 5 s), and
+    // the SoC is at the emergency level at the same moment.
+    fake.set_hang(Duration::from_secs(60));
+    set_temp(dir.path(), 79_500);
+    let watchdogs = |rig: &Rig| {
+        rig.notes
+            .0
+            .borrow()
+            .iter()
+            .filter(|n| n.starts_with("WATCHDOG=1"))
+            .count()
+    };
+    let before = watchdogs(&rig);
+    let t0 = std::time::Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut n = 0;
+    // Past the client's time limit, so the calls in flight have failed.
+    while t0.elapsed() < Duration::from_secs(6) {
+        let t = std::time::Instant::now();
+        d.tick();
+        slowest = slowest.max(t.elapsed());
+        n += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let s = status(&cfg);
+    assert!(
+        slowest < Duration::from_millis(300),
+        "a tick waited on Immich: {slowest:?}"
+    );
+    assert_eq!(watchdogs(&rig) - before, n, "WATCHDOG=1 on every tick");
+    assert_eq!(s.mode, "emergency", "{s:?}");
+    assert_eq!(s.clock_limit_mhz, 600, "the clock went down regardless");
+    assert_ne!(s.immich, "ok", "the status says Immich is not answering");
+    // Immich answers again: the pauses the emergency wants are made.
+    fake.set_hang(Duration::ZERO);
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_secs(15)
+        && !fake.snapshot()["paused"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "videoConversion")
+    {
+        ticks(&mut d, 1);
+    }
+    let paused = fake.snapshot()["paused"].clone();
+    assert!(
+        paused
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "videoConversion"),
+        "{paused}"
+    );
+    assert_eq!(status(&cfg).immich, "ok");
+    d.shutdown();
 }

@@ -155,6 +155,8 @@ struct State {
     tokens: BTreeSet<String>,
     requests: Vec<String>,
     next_id: u64,
+    /// Every answer waits this long first: a hung server.
+    hang: Duration,
 }
 
 fn default_config() -> Value {
@@ -220,6 +222,7 @@ impl Fake {
             tokens: BTreeSet::new(),
             requests: vec![],
             next_id: 1,
+            hang: Duration::ZERO,
         }));
         let stop = Arc::new(AtomicBool::new(false));
         {
@@ -256,6 +259,12 @@ impl Fake {
         {
             q.paused = paused;
         }
+    }
+
+    /// From now on every answer waits `d` before it is sent (a server that
+    /// hangs: its requests are read, then nothing comes back for a while).
+    pub fn set_hang(&self, d: Duration) {
+        self.state.lock().expect("not poisoned").hang = d;
     }
 
     /// Blocks until stopped from elsewhere (used by the binary).
@@ -387,6 +396,8 @@ pub fn read_request(stream: &TcpStream) -> std::io::Result<Request> {
 fn handle(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let req = read_request(&stream)?;
+    let hang = state.lock().expect("not poisoned").hang;
+    std::thread::sleep(hang);
     let (status, body) = {
         let mut s = state.lock().expect("not poisoned");
         s.requests.push(format!("{} {}", req.method, req.path));

@@ -4,11 +4,12 @@
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use appliance::config::Config;
-use appliance::immich::{self, Client};
+use appliance::immich::{self, Client, ImmichApi};
 use appliance::sd_notify::{self, Notify};
 use appliance::systemd::{self, CpuQuota, DbusSystemd, Systemd};
 use appliance::throttle::daemon::{self, Daemon, Parts, Status};
@@ -221,14 +222,14 @@ fn sensors(cfg: &Config) -> Sysfs {
     )
 }
 
-fn immich_client(cfg: &Config) -> (Option<Client>, Option<String>) {
+fn immich_client(cfg: &Config) -> (Option<Arc<dyn ImmichApi + Send + Sync>>, Option<String>) {
     match daemon::api_key(cfg) {
         Ok(key) => (
-            Some(Client::new(
+            Some(Arc::new(Client::new(
                 &cfg.immich.url,
                 Some(key),
                 Duration::from_secs(5),
-            )),
+            ))),
             None,
         ),
         Err(why) => (None, Some(why)),
@@ -253,7 +254,7 @@ fn daemon_main(cfg: &Config, without_quota: bool) -> Result<(), Fail> {
         sensors: &s,
         cpufreq: &s,
         systemd,
-        immich: client.as_ref().map(|c| c as &dyn immich::ImmichApi),
+        immich: client,
         immich_missing: missing,
         notify: &notify,
     };
@@ -290,7 +291,7 @@ fn restore_main(cfg: &Config) -> Result<(), Fail> {
         sensors: &s,
         cpufreq: &s,
         systemd: &systemd,
-        immich: client.as_ref().map(|c| c as &dyn immich::ImmichApi),
+        immich: client,
         immich_missing: missing,
         notify: &notify,
     };

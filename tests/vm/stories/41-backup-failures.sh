@@ -161,14 +161,14 @@ unreadable_files_fail_the_run() {
 	ls=$(rustic_drive ls latest)
 	echo "exit $rc; snapshots $before -> $after"
 	[ "$rc" = 11 ] && contains "the backup is incomplete: 1 file(s) could not be read" "$out" &&
-		contains "failing folder/IMG_0001.jpg" "$out" && ! contains "Backup done" "$out" &&
+		contains "upload/failing folder (a file in this folder)" "$out" && ! contains "Backup done" "$out" &&
 		[ "$(backup_json | jq -r .health.colour)" = red ] &&
 		"$BIN/immich-server" --status | grep -q "could not be read" &&
 		echo "$ls" | grep -q 'failing folder/fine.jpg$' &&
 		! echo "$ls" | grep -q 'IMG_0001.jpg$' &&
 		[ "$after" = $((before + 1)) ]
 }
-check "a photo that cannot be read (a device-mapper error under it): the run fails with exit 11, names it, keeps every older snapshot, status is red" unreadable_files_fail_the_run
+check "a photo that cannot be read (a device-mapper error under it): the run fails with exit 11, names its folder, keeps every older snapshot, status is red" unreadable_files_fail_the_run
 healed_run_saves_them() {
 	local out
 	failing_table heal || return 1

@@ -482,9 +482,22 @@ fn backup_steps(
     // A snapshot with holes must not count towards the retention: under
     // keep-daily it would push out today's complete one.
     if !backed.unreadable.is_empty() {
+        // rustic names the folder of a file whose read failed midway (only
+        // a file that cannot be opened is named itself).
+        let unreadable = backed
+            .unreadable
+            .into_iter()
+            .map(|p| {
+                if Path::new(&p).is_dir() {
+                    format!("{p} (a file in this folder)")
+                } else {
+                    p
+                }
+            })
+            .collect();
         return Err(BackupError::Partial {
             snapshot: snap.id,
-            unreadable: backed.unreadable,
+            unreadable,
         });
     }
 

@@ -51,8 +51,10 @@ pub struct Backed {
 /// The entries rustic left out of a snapshot, from its warnings. rustic
 /// 0.11 (rustic_core 0.13) logs a file it could not open or read as
 /// `[WARN] ignoring error: ...` and carries on, exiting 0; the message, over
-/// several lines, names the path in backquotes ("Failed to open
-/// ReadSourceOpen at `/srv/...`", "Error while backing up `/srv/...`").
+/// several lines, names the path in backquotes: the file when it could not
+/// be opened ("Failed to open ReadSourceOpen at `/srv/...`"), its folder
+/// when a read failed midway ("Error while backing up `/srv/...`", as
+/// story 41 saw it with a device-mapper error under a photo).
 /// An item dropped because its parent tree could not be read is logged as
 /// `ignoring error reading parent snapshot`. A warning with no path is kept
 /// as its first line, so that nothing is left out silently.
@@ -434,11 +436,12 @@ impl Repo for RusticCli {
         if !status.success() {
             return Err(classify("backup", &status.to_string(), &stderr));
         }
-        let snapshot =
-            serde_json::from_str(&String::from_utf8_lossy(&out)).map_err(|e| RepoError::Output {
+        let snapshot = serde_json::from_str(&String::from_utf8_lossy(&out)).map_err(|e| {
+            RepoError::Output {
                 verb: "backup",
                 error: e.to_string(),
-            })?;
+            }
+        })?;
         Ok(Backed {
             snapshot,
             unreadable: unreadable(&stderr),
@@ -590,7 +593,7 @@ mod tests {
         let stderr = "[INFO] starting to backup [\"/srv/immich/immich\"] ...\n\
 [WARN] ignoring error: Error: Failed to open ReadSourceOpen at `/srv/immich/immich/upload/photo two.jpg`\n\
 Failed to open file at `/srv/immich/immich/upload/photo two.jpg`. Please make sure the file exists and is accessible. (kind: related to input/output operations): caused by: Permission denied (os error 13)\n\
-[WARN] ignoring error: Error while backing up `/srv/immich/immich/library/a`b.jpg`\n\
+[WARN] ignoring error: Error while backing up `/srv/immich/immich/library/a`b folder`\n\
 Failed to read from reader in iterator: Input/output error (os error 5)\n\
 [WARN] ignoring error reading parent snapshot: tree not found\n\
 [WARN] ignoring error when loading parent tree Id(1): not found\n\
@@ -599,7 +602,7 @@ Failed to read from reader in iterator: Input/output error (os error 5)\n\
             unreadable(stderr),
             vec![
                 "/srv/immich/immich/upload/photo two.jpg".to_owned(),
-                "/srv/immich/immich/library/a`b.jpg".to_owned(),
+                "/srv/immich/immich/library/a`b folder".to_owned(),
                 "tree not found".to_owned(),
             ]
         );

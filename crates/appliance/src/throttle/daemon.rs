@@ -3,6 +3,7 @@
 //! on exit, and after a crash when it next starts or its unit stops.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -97,7 +98,8 @@ pub struct Parts<'a> {
     pub cpufreq: &'a dyn CpuFreq,
     pub systemd: &'a dyn CpuQuota,
     /// None when there is no API key: clock and quota control go on.
-    pub immich: Option<&'a dyn ImmichApi>,
+    /// Shared with the daemon's Immich thread, so it must be `Send + Sync`.
+    pub immich: Option<Arc<dyn ImmichApi + Send + Sync>>,
     /// Why there is no Immich API, when there is none.
     pub immich_missing: Option<String>,
     pub notify: &'a dyn Notify,
@@ -213,7 +215,7 @@ pub fn restore(cfg: &Config, parts: &Parts, saved: &Saved) -> Saved {
     }
     let undo = saved.ours.undo_all();
     if !undo.is_empty() {
-        match parts.immich {
+        match parts.immich.as_deref() {
             Some(api) => {
                 let mut failed = false;
                 for a in &undo {
@@ -254,6 +256,177 @@ fn apply(api: &dyn ImmichApi, a: &QueueAction) -> Result<(), immich::ImmichError
     }
 }
 
+/// Immich's side of the daemon, on a thread of its own. A hung Immich
+/// (each call waits up to the client's time limit, several calls a tick)
+/// must never hold up the temperature loop: the clock has to go down and
+/// `WATCHDOG=1` has to go out on time whatever Immich does. The loop sends
+/// jobs and takes the answers when they are in.
+struct Worker {
+    jobs: mpsc::Sender<Job>,
+    done: mpsc::Receiver<Done>,
+    /// A read of the queues is on its way.
+    reading: bool,
+    /// Jobs sent and not answered yet.
+    outstanding: usize,
+}
+
+enum Job {
+    Read,
+    Apply(Vec<QueueAction>),
+}
+
+enum Done {
+    Read {
+        queues: Result<Vec<QueueView>, String>,
+        config_file: Option<bool>,
+    },
+    Applied(Vec<(QueueAction, Result<(), String>)>),
+}
+
+/// What the Immich thread keeps between jobs.
+struct WorkerState {
+    api: Arc<dyn ImmichApi + Send + Sync>,
+    config_file: Option<bool>,
+    ml_urls_done: bool,
+    ml_enabled: bool,
+    ml_urls: Vec<String>,
+}
+
+impl Worker {
+    fn spawn(api: Arc<dyn ImmichApi + Send + Sync>, cfg: &Config) -> std::io::Result<Worker> {
+        let (jobs, job_rx) = mpsc::channel::<Job>();
+        let (done_tx, done) = mpsc::channel::<Done>();
+        let mut st = WorkerState {
+            api,
+            config_file: None,
+            ml_urls_done: false,
+            ml_enabled: cfg.immich.ml_enabled,
+            ml_urls: cfg.immich.ml_urls.clone(),
+        };
+        // Detached on purpose: at shutdown a call may still be waiting on a
+        // hung Immich; the thread ends with its next answer or time-out.
+        std::thread::Builder::new()
+            .name("immich-api".into())
+            .spawn(move || {
+                for job in job_rx {
+                    let done = match job {
+                        Job::Read => Done::Read {
+                            queues: st.read().map_err(|e| e.to_string()),
+                            config_file: st.config_file,
+                        },
+                        Job::Apply(actions) => Done::Applied(
+                            actions
+                                .into_iter()
+                                .map(|a| {
+                                    let r = apply(&*st.api, &a).map_err(|e| e.to_string());
+                                    (a, r)
+                                })
+                                .collect(),
+                        ),
+                    };
+                    if done_tx.send(done).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Worker {
+            jobs,
+            done,
+            reading: false,
+            outstanding: 0,
+        })
+    }
+
+    fn send(&mut self, job: Job) -> bool {
+        let read = matches!(job, Job::Read);
+        if self.jobs.send(job).is_err() {
+            return false;
+        }
+        self.outstanding += 1;
+        self.reading |= read;
+        true
+    }
+
+    /// The next answer, waiting at most `wait`.
+    fn next(&mut self, wait: Duration) -> Option<Done> {
+        let d = if wait.is_zero() {
+            self.done.try_recv().ok()
+        } else {
+            self.done.recv_timeout(wait).ok()
+        }?;
+        self.outstanding = self.outstanding.saturating_sub(1);
+        if matches!(d, Done::Read { .. }) {
+            self.reading = false;
+        }
+        Some(d)
+    }
+}
+
+impl WorkerState {
+    /// The queues (and, once, whether Immich uses a config file).
+    fn read(&mut self) -> Result<Vec<QueueView>, immich::ImmichError> {
+        let api = self.api.clone();
+        if self.config_file.is_none() {
+            self.config_file = Some(api.features()?.config_file);
+            if self.config_file == Some(true) {
+                tracing::warn!(
+                    "Immich uses a config file (services.immich.settings is set): concurrency stays as it is; pausing still works"
+                );
+            }
+        }
+        let qs = api.queues()?;
+        let config = if self.config_file == Some(false) {
+            api.system_config().ok()
+        } else {
+            None
+        };
+        if let (Some(c), false) = (&config, self.ml_urls_done) {
+            self.apply_ml_urls(&*api, c.clone());
+        }
+        Ok(qs
+            .iter()
+            .map(|q| QueueView {
+                name: q.name.clone(),
+                paused: q.is_paused,
+                work: q.backlog(),
+                concurrency: config
+                    .as_ref()
+                    .and_then(|c| immich::concurrency(c, &q.name)),
+            })
+            .collect())
+    }
+
+    /// Applies the machine-learning settings the config manages (enabled,
+    /// URLs) once, when they differ from Immich's.
+    fn apply_ml_urls(&mut self, api: &dyn ImmichApi, mut c: serde_json::Value) {
+        let mut changed = false;
+        if let Some(v) = c.pointer_mut("/machineLearning/enabled")
+            && v.as_bool() != Some(self.ml_enabled)
+        {
+            *v = serde_json::json!(self.ml_enabled);
+            changed = true;
+        }
+        if !self.ml_urls.is_empty()
+            && let Some(v) = c.pointer_mut("/machineLearning/urls")
+            && *v != serde_json::json!(self.ml_urls)
+        {
+            *v = serde_json::json!(self.ml_urls);
+            changed = true;
+        }
+        if !changed {
+            self.ml_urls_done = true;
+            return;
+        }
+        match api.put_system_config(&c) {
+            Ok(()) => {
+                tracing::info!(enabled = self.ml_enabled, urls = ?self.ml_urls, "set Immich's machine-learning settings");
+                self.ml_urls_done = true;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot set Immich's machine-learning settings"),
+        }
+    }
+}
+
 /// Minutes after local midnight.
 fn local_minute_of_day() -> u32 {
     let t = SystemTime::now()
@@ -279,7 +452,9 @@ pub struct Daemon<'a> {
     api_state: String,
     next_queue_tick: f64,
     config_file: Option<bool>,
-    ml_urls_done: bool,
+    worker: Option<Worker>,
+    /// Queues read since the last tick, for the controller's next step.
+    fresh_queues: Option<Vec<QueueView>>,
     bits_seen: u32,
     started: Instant,
     clock_max_khz: u32,
@@ -322,10 +497,19 @@ impl<'a> Daemon<'a> {
         };
         store_saved(&t.state_file, &saved);
         let quiet = QuietHours::parse(&t.quiet_hours_start, &t.quiet_hours_end)?;
-        let api_state = parts
+        let mut api_state = parts
             .immich_missing
             .clone()
             .unwrap_or_else(|| "not contacted yet".into());
+        let worker = match parts.immich.clone().map(|api| Worker::spawn(api, cfg)) {
+            Some(Ok(w)) => Some(w),
+            Some(Err(e)) => {
+                api_state = format!("cannot start the thread for Immich's API: {e}");
+                tracing::warn!("{api_state}; controlling the clock and the CPU quota only");
+                None
+            }
+            None => None,
+        };
         if let Some(why) = &parts.immich_missing {
             tracing::warn!("{why}; controlling the clock and the CPU quota only, no queue pauses");
         }
@@ -345,7 +529,8 @@ impl<'a> Daemon<'a> {
             api_state,
             next_queue_tick: 0.0,
             config_file: None,
-            ml_urls_done: false,
+            worker,
+            fresh_queues: None,
             bits_seen: 0,
             started: Instant::now(),
             clock_max_khz: freq.hw_max_khz,
@@ -358,83 +543,77 @@ impl<'a> Daemon<'a> {
         self.started.elapsed().as_secs_f64()
     }
 
-    /// Reads the queues (and the config file flag) on slow-loop ticks.
-    fn queues(&mut self) -> Option<Vec<QueueView>> {
-        let api = self.parts.immich?;
-        let result = (|| {
-            if self.config_file.is_none() {
-                self.config_file = Some(api.features()?.config_file);
-                if self.config_file == Some(true) {
-                    tracing::warn!(
-                        "Immich uses a config file (services.immich.settings is set): concurrency stays as it is; pausing still works"
-                    );
-                }
-            }
-            let qs = api.queues()?;
-            let config = if self.config_file == Some(false) {
-                api.system_config().ok()
-            } else {
-                None
+    /// Takes the Immich thread's answers: queues read, actions done. Waits
+    /// at most `wait` for a read on its way; returns at once otherwise.
+    fn collect(&mut self, wait: Duration) {
+        let until = Instant::now() + wait;
+        loop {
+            let Some(w) = self.worker.as_mut() else {
+                return;
             };
-            if let (Some(c), false) = (&config, self.ml_urls_done) {
-                self.apply_ml_urls(api, c.clone());
-            }
-            Ok::<_, immich::ImmichError>(
-                qs.iter()
-                    .map(|q| QueueView {
-                        name: q.name.clone(),
-                        paused: q.is_paused,
-                        work: q.backlog(),
-                        concurrency: config
-                            .as_ref()
-                            .and_then(|c| immich::concurrency(c, &q.name)),
-                    })
-                    .collect::<Vec<_>>(),
-            )
-        })();
-        let state = match &result {
-            Ok(_) => "ok".to_owned(),
-            Err(e) => e.to_string(),
-        };
-        if state != self.api_state {
-            if state == "ok" {
-                tracing::info!("the Immich API answers; queue control is on");
-            } else {
-                tracing::warn!(error = %state, "the Immich API is not usable; controlling the clock and the CPU quota only");
-            }
-            self.api_state = state;
+            let left = until.saturating_duration_since(Instant::now());
+            let patient = w.reading && !left.is_zero();
+            let Some(done) = w.next(if patient { left } else { Duration::ZERO }) else {
+                return;
+            };
+            self.handle(done);
         }
-        result.ok()
     }
 
-    /// Applies the machine-learning settings the config manages (enabled,
-    /// URLs) once, when they differ from Immich's.
-    fn apply_ml_urls(&mut self, api: &dyn ImmichApi, mut c: serde_json::Value) {
-        let im = &self.cfg.immich;
-        let mut changed = false;
-        if let Some(v) = c.pointer_mut("/machineLearning/enabled")
-            && v.as_bool() != Some(im.ml_enabled)
-        {
-            *v = serde_json::json!(im.ml_enabled);
-            changed = true;
-        }
-        if !im.ml_urls.is_empty()
-            && let Some(v) = c.pointer_mut("/machineLearning/urls")
-            && *v != serde_json::json!(im.ml_urls)
-        {
-            *v = serde_json::json!(im.ml_urls);
-            changed = true;
-        }
-        if !changed {
-            self.ml_urls_done = true;
-            return;
-        }
-        match api.put_system_config(&c) {
-            Ok(()) => {
-                tracing::info!(enabled = im.ml_enabled, urls = ?im.ml_urls, "set Immich's machine-learning settings");
-                self.ml_urls_done = true;
+    fn handle(&mut self, done: Done) {
+        match done {
+            Done::Read {
+                queues,
+                config_file,
+            } => {
+                self.config_file = config_file;
+                let state = match &queues {
+                    Ok(_) => "ok".to_owned(),
+                    Err(e) => e.clone(),
+                };
+                if state != self.api_state {
+                    if state == "ok" {
+                        tracing::info!("the Immich API answers; queue control is on");
+                    } else {
+                        tracing::warn!(error = %state, "the Immich API is not usable; controlling the clock and the CPU quota only");
+                    }
+                    self.api_state = state;
+                }
+                self.fresh_queues = queues.ok();
             }
-            Err(e) => tracing::warn!(error = %e, "cannot set Immich's machine-learning settings"),
+            Done::Applied(results) => {
+                for (a, r) in results {
+                    self.applied(&a, r);
+                }
+            }
+        }
+    }
+
+    fn applied(&mut self, a: &QueueAction, r: Result<(), String>) {
+        match r {
+            Ok(()) => {
+                tracing::info!(action = %controller::describe(a), "{}", controller::describe(a))
+            }
+            Err(e) => {
+                tracing::warn!(action = %controller::describe(a), error = %e, "cannot apply `{}`", controller::describe(a));
+                self.controller.action_failed(a);
+            }
+        }
+    }
+
+    /// Waits, at most `within`, until the Immich thread has answered every
+    /// job sent (a clean stop, and tests, want the last actions' outcome).
+    pub fn settle(&mut self, within: Duration) {
+        let until = Instant::now() + within;
+        while self.worker.as_ref().is_some_and(|w| w.outstanding > 0) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let Some(done) = self.worker.as_mut().and_then(|w| w.next(left)) else {
+                return;
+            };
+            self.handle(done);
         }
     }
 
@@ -455,11 +634,20 @@ impl<'a> Daemon<'a> {
             s.refresh_cpu_usage();
             (s.global_cpu_usage() as f64 / 100.0).clamp(0.0, 1.0)
         });
-        let slow = now >= self.next_queue_tick;
-        if slow {
+        self.collect(Duration::ZERO);
+        if now >= self.next_queue_tick {
             self.next_queue_tick = now + t.queue_loop_secs;
+            if let Some(w) = self.worker.as_mut()
+                && !w.reading
+            {
+                w.send(Job::Read);
+            }
         }
-        let queues = if slow { self.queues() } else { None };
+        // A healthy Immich answers within milliseconds, in time for this
+        // step; a slow one is waited for no longer than this, and its
+        // answer is used by a later tick.
+        self.collect(Duration::from_secs_f64((t.poll_secs / 4.0).min(0.25)));
+        let queues = self.fresh_queues.take();
         let heavy_window = self
             .quiet
             .is_none_or(|q| q.allows_heavy_work(local_minute_of_day()));
@@ -510,18 +698,14 @@ impl<'a> Daemon<'a> {
                 }
             }
         }
-        for a in &d.actions {
-            let r = match self.parts.immich {
-                Some(api) => apply(api, a).map_err(|e| e.to_string()),
-                None => Err("no Immich API".into()),
-            };
-            match r {
-                Ok(()) => {
-                    tracing::info!(action = %controller::describe(a), temp_c = ?d.filtered_c, "{}", controller::describe(a))
-                }
-                Err(e) => {
-                    tracing::warn!(action = %controller::describe(a), error = %e, "cannot apply `{}`", controller::describe(a));
-                    self.controller.action_failed(a);
+        if !d.actions.is_empty() {
+            let sent = self
+                .worker
+                .as_mut()
+                .is_some_and(|w| w.send(Job::Apply(d.actions.clone())));
+            if !sent {
+                for a in &d.actions {
+                    self.applied(a, Err("no Immich API".into()));
                 }
             }
         }
@@ -608,6 +792,10 @@ impl<'a> Daemon<'a> {
     /// Undoes everything and clears the state file (a clean stop).
     pub fn shutdown(&mut self) {
         self.parts.notify.notify("STOPPING=1");
+        // The last actions' outcome first, so that only what was done is
+        // undone; a little over the client's time limit, then on without.
+        self.settle(Duration::from_secs(6));
+        self.worker = None;
         self.saved.ours = self.controller.ours().clone();
         let left = restore(self.cfg, &self.parts, &self.saved);
         store_saved(&self.cfg.throttle.state_file, &left);
