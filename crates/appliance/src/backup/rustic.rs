@@ -57,7 +57,8 @@ pub struct Backed {
 /// story 41 saw it with a device-mapper error under a photo).
 /// An item dropped because its parent tree could not be read is logged as
 /// `ignoring error reading parent snapshot`. A warning with no path is kept
-/// as its first line, so that nothing is left out silently.
+/// as its first line, so that nothing is left out silently; a file that no
+/// longer exists (deleted while the backup ran) is not counted.
 pub fn unreadable(stderr: &str) -> Vec<String> {
     const STARTS: [&str; 2] = [
         "[WARN] ignoring error: ",
@@ -70,9 +71,15 @@ pub fn unreadable(stderr: &str) -> Vec<String> {
             continue;
         };
         // The rest of the record, up to the next `[LEVEL] ` line, repeats
-        // the path with rustic's advice.
-        while lines.peek().is_some_and(|next| !is_log_line(next)) {
-            lines.next();
+        // the path with rustic's advice and the OS error.
+        let mut rest = String::new();
+        while let Some(next) = lines.next_if(|next| !is_log_line(next)) {
+            rest.push_str(next);
+        }
+        // A file deleted between rustic's walk and its read (Immich
+        // emptying its trash) was not lost: it no longer exists.
+        if first.contains("(os error 2)") || rest.contains("(os error 2)") {
+            continue;
         }
         // The path is quoted at the end of the first line, so a name that
         // itself holds a backquote is taken whole.
@@ -596,6 +603,8 @@ Failed to open file at `/srv/immich/immich/upload/photo two.jpg`. Please make su
 [WARN] ignoring error: Error while backing up `/srv/immich/immich/library/a`b folder`\n\
 Failed to read from reader in iterator: Input/output error (os error 5)\n\
 [WARN] ignoring error reading parent snapshot: tree not found\n\
+[WARN] ignoring error: Error: Failed to open ReadSourceOpen at `/srv/immich/immich/upload/deleted.jpg`\n\
+Failed to open file at `/srv/immich/immich/upload/deleted.jpg`. Please make sure the file exists and is accessible. (kind: related to input/output operations): caused by: No such file or directory (os error 2)\n\
 [WARN] ignoring error when loading parent tree Id(1): not found\n\
 [INFO] backup of /srv/immich/immich done.\n";
         assert_eq!(
