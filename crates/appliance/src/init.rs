@@ -114,14 +114,26 @@ impl Survey {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Serialize)]
 pub struct InitReport {
     pub device: PathBuf,
     pub luks_uuid: String,
     pub layout: LayoutReport,
     pub cipher: crate::cipher::Choice,
+    /// Holds the recovery key: never in `Debug` (logs, panics) or JSON.
     #[serde(skip)]
     pub emergency_kit: String,
+}
+
+impl std::fmt::Debug for InitReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InitReport")
+            .field("device", &self.device)
+            .field("luks_uuid", &self.luks_uuid)
+            .field("layout", &self.layout)
+            .field("cipher", &self.cipher)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Looks at the device and refuses what must not be formatted.
@@ -406,6 +418,30 @@ backup password opens them. Lose the keys and the photos are gone for good.
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_report_never_shows_the_kit() {
+        let r = InitReport {
+            device: "/dev/sda".into(),
+            luks_uuid: "u".into(),
+            layout: LayoutReport {
+                created: vec![],
+                repaired: vec![],
+            },
+            cipher: crate::cipher::Choice {
+                cipher: crate::cipher::AES_XTS,
+                reason: "r".into(),
+                cpu_has_aes: true,
+                measured: vec![],
+            },
+            emergency_kit: "RECOVERY-KEY-1234".into(),
+        };
+        let shown = format!("{r:?} {}", serde_json::to_string(&r).unwrap());
+        assert!(
+            shown.contains("/dev/sda") && !shown.contains("RECOVERY-KEY"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn the_kit_has_what_a_password_manager_needs() {

@@ -123,9 +123,18 @@ dry_run_changes_nothing() {
 		--password-file "$REPO_PASS" --passphrase-file "$PASSFILE" 2>&1) || { echo "$out"; return 1; }
 	echo "$out"
 	contains "Dry run: nothing was changed" "$out" && contains "files" "$out" &&
-		no_stack_unit_active && ! is_mounted "$MP" && ! mapper_open "$(mapper_name)"
+		no_stack_unit_active && ! is_mounted "$MP" && ! mapper_open "$(mapper_name)" &&
+		[ ! -e /run/immich-appliance/restore-dry-run ] || return 1
+	# A dry run that fails part-way (no such snapshot) leaves no copy of the
+	# repository password behind either.
+	out=$("$BIN/immich-server" restore --dry-run --snapshot 0000dead --immich-drive "$VM_DISK2" \
+		--repository "$REST_URL" --password-file "$REPO_PASS" --passphrase-file "$PASSFILE" 2>&1) &&
+		{ echo "a dry run of a missing snapshot succeeded: $out"; return 1; }
+	echo "$out" | tail -2
+	contains "0000dead" "$out" && [ ! -e /run/immich-appliance/restore-dry-run ] &&
+		! is_mounted "$MP" && ! mapper_open "$(mapper_name)"
 }
-check "restore --dry-run shows the plan and leaves the drive locked" dry_run_changes_nothing
+check "restore --dry-run shows the plan and leaves the drive locked and no temporary files, also when it fails" dry_run_changes_nothing
 
 one_command_restore() {
 	local t0

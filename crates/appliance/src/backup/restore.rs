@@ -176,6 +176,17 @@ pub fn restore(env: &RestoreEnv, opts: &RestoreOptions) -> Result<RestoreReport,
     }
 }
 
+/// Removes a directory when dropped.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(d) = &self.0 {
+            let _ = fs::remove_dir_all(d);
+        }
+    }
+}
+
 fn steps(
     env: &RestoreEnv,
     opts: &RestoreOptions,
@@ -215,16 +226,13 @@ fn steps(
             (p.profile.clone(), p.cache.clone(), None)
         }
     };
-    let cleanup_tmp = || {
-        if let Some(d) = &tmp {
-            let _ = fs::remove_dir_all(d);
-        }
-    };
+    // Whatever way this function ends, a dry run's files (the repository
+    // password among them) go with it.
+    let _tmp = RemoveOnDrop(tmp.clone());
     let repo = (env.make_repo)(&profile, &cache);
     let snaps = match repo.snapshots() {
         Ok(s) => s,
         Err(e) => {
-            cleanup_tmp();
             if tmp.is_none() && !resuming {
                 // Ask again next time rather than keep a wrong password.
                 let _ = fs::remove_file(&p.profile);
@@ -233,14 +241,7 @@ fn steps(
             return Err(e.into());
         }
     };
-    let snap = pick(&snaps, opts.snapshot.as_deref(), &cfg.backup.label);
-    let snap = match snap {
-        Ok(s) => s,
-        Err(e) => {
-            cleanup_tmp();
-            return Err(e);
-        }
-    };
+    let snap = pick(&snaps, opts.snapshot.as_deref(), &cfg.backup.label)?;
     let root = snapshot_root(&snap, cfg)?;
     let summary = snap.summary.clone().unwrap_or_default();
     let mut report = RestoreReport {
@@ -281,7 +282,6 @@ fn steps(
         },
     ];
     if free < need {
-        cleanup_tmp();
         return Err(BackupError::Other(format!(
             "the drive has {} free but snapshot {} needs {}: restore onto a bigger drive. Nothing was started",
             human_bytes(free),
@@ -290,7 +290,6 @@ fn steps(
         )));
     }
     if opts.dry_run {
-        cleanup_tmp();
         return Ok(report);
     }
 

@@ -37,6 +37,8 @@ pub trait Ask {
     /// Whether there is a terminal to ask on.
     fn interactive(&self) -> bool;
     fn line(&self, prompt: &str) -> Result<String, BackupError>;
+    /// A line typed without echo (a cloud key).
+    fn hidden(&self, prompt: &str) -> Result<String, BackupError>;
 }
 
 /// Asks on /dev/tty.
@@ -71,6 +73,20 @@ impl Ask for Tty {
             .map_err(BackupError::io("cannot read from the terminal"))?;
         Ok(line.trim().to_owned())
     }
+    fn hidden(&self, prompt: &str) -> Result<String, BackupError> {
+        rpassword::prompt_password(prompt)
+            .map(|l| l.trim().to_owned())
+            .map_err(BackupError::io("cannot read from the terminal"))
+    }
+}
+
+/// Whether an option's value is a secret, to be typed without echo: the
+/// names opendal's services give their keys and passwords.
+pub fn looks_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["secret", "key", "password", "token", "credential", "sas"]
+        .iter()
+        .any(|w| k.contains(w))
 }
 
 /// Options for the backend: `key = value` lines, `#` comments. They can
@@ -158,12 +174,16 @@ pub fn gather(
                 "The {repository} backend needs options, such as the bucket and the keys (see docs/backups.md)."
             );
             loop {
-                let l = ask.line("  option (key = value; empty line when done): ")?;
-                if l.is_empty() {
+                let key = ask.line("  option name (for example bucket; empty line when done): ")?;
+                if key.is_empty() {
                     break;
                 }
-                text.push_str(&l);
-                text.push('\n');
+                let value = if looks_secret(&key) {
+                    ask.hidden(&format!("  {key} (not shown as you type): "))?
+                } else {
+                    ask.line(&format!("  {key}: "))?
+                };
+                text.push_str(&format!("{key} = {value}\n"));
             }
             parse_options(&text)?
         }
@@ -362,6 +382,74 @@ mod tests {
     use super::*;
 
     #[test]
+    fn cloud_keys_are_asked_without_echo_and_the_rest_in_the_clear() {
+        struct Script {
+            answers: std::cell::RefCell<Vec<&'static str>>,
+            asked: std::cell::RefCell<Vec<String>>,
+        }
+        impl Ask for Script {
+            fn interactive(&self) -> bool {
+                true
+            }
+            fn line(&self, p: &str) -> Result<String, BackupError> {
+                self.asked.borrow_mut().push(format!("shown: {p}"));
+                Ok(self.answers.borrow_mut().remove(0).into())
+            }
+            fn hidden(&self, p: &str) -> Result<String, BackupError> {
+                self.asked.borrow_mut().push(format!("hidden: {p}"));
+                Ok(self.answers.borrow_mut().remove(0).into())
+            }
+        }
+        let ask = Script {
+            answers: vec![
+                "bucket",
+                "photos",
+                "secret_access_key",
+                "s3cr3t",
+                "access_key_id",
+                "AKIA",
+                "",
+            ]
+            .into(),
+            asked: Default::default(),
+        };
+        let args = AccessArgs {
+            repository: Some("opendal:s3".into()),
+            password: None,
+            options_file: None,
+        };
+        let access = gather(
+            &args,
+            &ask,
+            Some(Passphrase::new(b"a long repository password".to_vec())),
+        )
+        .unwrap();
+        let asked = ask.asked.borrow();
+        assert!(asked.iter().any(|a| a == "shown:   bucket: "), "{asked:?}");
+        assert!(
+            asked
+                .iter()
+                .any(|a| a.starts_with("hidden:   secret_access_key")),
+            "{asked:?}"
+        );
+        assert!(
+            asked
+                .iter()
+                .any(|a| a.starts_with("hidden:   access_key_id")),
+            "{asked:?}"
+        );
+        assert_eq!(
+            access.options,
+            [
+                ("bucket".to_owned(), "photos".to_owned()),
+                ("secret_access_key".to_owned(), "s3cr3t".to_owned()),
+                ("access_key_id".to_owned(), "AKIA".to_owned()),
+            ]
+        );
+        assert!(!format!("{access:?}").contains("s3cr3t"), "{access:?}");
+    }
+
+    #[test]
     fn rclone_repositories_are_refused_with_the_alternatives() {
         let args = AccessArgs {
             repository: Some("rclone:gdrive:immich".into()),
@@ -374,6 +462,9 @@ mod tests {
                 false
             }
             fn line(&self, _: &str) -> Result<String, BackupError> {
+                Err(BackupError::Other("no terminal".into()))
+            }
+            fn hidden(&self, _: &str) -> Result<String, BackupError> {
                 Err(BackupError::Other("no terminal".into()))
             }
         }
