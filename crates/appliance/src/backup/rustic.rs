@@ -95,6 +95,40 @@ pub fn unreadable(stderr: &str) -> Vec<String> {
     found
 }
 
+/// rustic's stderr with any password in a URL cut out (`rest:https://user:
+/// password@host/` is a valid repository), logged line by line to the
+/// journal and returned for the error message.
+fn logged_stderr(raw: &[u8]) -> String {
+    let text = scrub_userinfo(&String::from_utf8_lossy(raw));
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        tracing::info!(target: "rustic", "{line}");
+    }
+    text
+}
+
+/// Replaces the `user:password@` of every URL in `text` with `***@`.
+pub fn scrub_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c == '/' || c.is_whitespace() || c == '`' || c == '"')
+            .unwrap_or(tail.len());
+        match tail[..end].rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                out.push_str(&tail[at..end]);
+            }
+            None => out.push_str(&tail[..end]),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 fn is_log_line(l: &str) -> bool {
     ["[ERROR] ", "[WARN] ", "[INFO] ", "[DEBUG] ", "[TRACE] "]
         .iter()
@@ -240,10 +274,7 @@ impl RusticCli {
             .stderr(Stdio::piped())
             .output()
             .map_err(self.spawn_error())?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
-            tracing::info!(target: "rustic", "{line}");
-        }
+        let stderr = logged_stderr(&out.stderr);
         if out.status.success() {
             return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
         }
@@ -436,10 +467,7 @@ impl Repo for RusticCli {
             std::thread::sleep(std::time::Duration::from_millis(200));
         };
         let out = out.join().unwrap_or_default();
-        let stderr = String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned();
-        for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
-            tracing::info!(target: "rustic", "{line}");
-        }
+        let stderr = logged_stderr(&err.join().unwrap_or_default());
         if !status.success() {
             return Err(classify("backup", &status.to_string(), &stderr));
         }
@@ -616,6 +644,21 @@ Failed to open file at `/srv/immich/immich/upload/deleted.jpg`. Please make sure
             ]
         );
         assert!(unreadable("[INFO] backup of /x done.\n[WARN] ignoring error x\n").is_empty());
+    }
+
+    #[test]
+    fn passwords_in_urls_never_reach_the_journal() {
+        let line = "[INFO] repository rest:https://pi:hunter2@nas.local:8000/immich/: password is correct. Also http://host/x and `s3://k:v@b/c`";
+        let s = scrub_userinfo(line);
+        assert_eq!(
+            s,
+            "[INFO] repository rest:https://***@nas.local:8000/immich/: password is correct. Also http://host/x and `s3://***@b/c`"
+        );
+        assert_eq!(scrub_userinfo("no url here"), "no url here");
+        assert_eq!(
+            scrub_userinfo("ends in https://a:b@h"),
+            "ends in https://***@h"
+        );
     }
 
     #[test]
