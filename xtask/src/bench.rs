@@ -140,6 +140,8 @@ fn footprint(args: &[String]) -> Result<()> {
         "immich-throttle",
         "-p",
         "fake-immich",
+        "--features",
+        crate::ci::TEST_HOOKS,
     ]))?;
     let dir = tempdir("footprint")?;
     let sys = dir.join("sys");

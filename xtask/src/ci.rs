@@ -12,6 +12,11 @@ use crate::{nix, util, vm};
 
 pub const LAYERS: [&str; 6] = ["fmt", "clippy", "test", "contract", "nix", "vm"];
 
+/// The features that put the tests' switches into the binaries: a cheap KDF
+/// (`init --insecure-fast-kdf-for-tests`), `immich-throttle fake-sysfs` and
+/// `run --without-quota`. The Nix package enables none of them.
+pub const TEST_HOOKS: &str = "immich-server/test-hooks,immich-throttle/test-hooks";
+
 /// The npm package whose generated client is Immich's API contract.
 pub const IMMICH_SDK: &str = "@immich/sdk@3.2.2";
 
@@ -150,9 +155,11 @@ pub fn immich_sdk() -> Result<PathBuf> {
 /// debug builds for quicker local iteration.
 pub fn stage_binaries(release: bool, name: &str) -> Result<PathBuf> {
     let mut c = cargo();
-    // The whole workspace's binaries: the same feature set as the other
-    // layers' builds, so that switching between them rebuilds nothing.
+    // The whole workspace's binaries, with the switches only tests use (the
+    // library is built as the other layers build it; only the two binaries
+    // differ).
     c.args(["build", "--locked", "--workspace", "--bins"]);
+    c.args(["--features", TEST_HOOKS]);
     if release {
         c.arg("--release");
     }

@@ -252,6 +252,7 @@ pub struct InitArgs {
     #[arg(long, value_name = "CIPHER")]
     pub cipher: Option<String>,
     /// Cheap key derivation for the emulated test VM only; never use on a real drive
+    #[cfg(feature = "test-hooks")]
     #[arg(long, hide = true)]
     pub insecure_fast_kdf_for_tests: bool,
 }
@@ -343,6 +344,19 @@ mod tests {
         let c = Cli::try_parse_from(std::iter::once("immich-server").chain(args.iter().copied()))?;
         c.check()?;
         Ok(c)
+    }
+
+    /// The package Nix builds has no cheap KDF to reach by mistake: the
+    /// test layer builds without `test-hooks`, the VM stories with it.
+    #[test]
+    fn the_cheap_kdf_exists_only_in_test_builds() {
+        let r = parse(&[
+            "init",
+            "--immich-drive",
+            "/dev/sda",
+            "--insecure-fast-kdf-for-tests",
+        ]);
+        assert_eq!(r.is_ok(), cfg!(feature = "test-hooks"), "{r:?}");
     }
 
     #[test]

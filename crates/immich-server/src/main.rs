@@ -286,11 +286,7 @@ fn other(cli: &Cli, cmd: &Cmd, term: &Term) -> Result<(), Fail> {
                 yes: a.yes,
                 force: a.force,
                 passphrase: Source::from_arg(cli.global.passphrase_file.as_deref()),
-                kdf: if a.insecure_fast_kdf_for_tests {
-                    Kdf::Argon2idFixedForTests
-                } else {
-                    Kdf::default()
-                },
+                kdf: kdf(a),
                 cipher,
             };
             let r = init::prepare(
@@ -412,6 +408,17 @@ fn rustic_cli(cfg: &Config, profile: &Path, cache: &Path) -> RusticCli {
         label: cfg.backup.label.clone(),
         progress_every: std::time::Duration::from_secs(cfg.backup.progress_every_secs),
     }
+}
+
+/// The KDF `init` uses: the real one, unless a test build asks for the
+/// cheap one (`test-hooks`, which the Nix package never enables).
+fn kdf(a: &cli::InitArgs) -> Kdf {
+    #[cfg(feature = "test-hooks")]
+    if a.insecure_fast_kdf_for_tests {
+        return Kdf::Argon2idFixedForTests;
+    }
+    let _ = a;
+    Kdf::default()
 }
 
 fn pg_tools(cfg: &Config) -> PgTools {

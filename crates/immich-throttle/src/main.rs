@@ -49,6 +49,7 @@ enum Cmd {
     Run {
         /// Leave the CPU quota alone and do without systemd's bus (for the
         /// footprint benchmark on a machine without systemd)
+        #[cfg(feature = "test-hooks")]
         #[arg(long, hide = true)]
         without_quota: bool,
     },
@@ -76,6 +77,7 @@ enum Cmd {
     /// Show the effective configuration
     ShowConfig,
     /// Write a fake Pi sysfs tree (thermal zone, cpufreq, get_throttled) for tests
+    #[cfg(feature = "test-hooks")]
     #[command(hide = true)]
     FakeSysfs {
         dir: PathBuf,
@@ -127,10 +129,17 @@ fn need_root(what: &str) -> Result<(), Fail> {
 
 fn run(cli: &Cli) -> Result<(), Fail> {
     match &cli.cmd {
+        #[cfg(feature = "test-hooks")]
         Cmd::Run { without_quota } => {
             need_root("run")?;
             let cfg = config(cli)?;
             daemon_main(&cfg, *without_quota)
+        }
+        #[cfg(not(feature = "test-hooks"))]
+        Cmd::Run {} => {
+            need_root("run")?;
+            let cfg = config(cli)?;
+            daemon_main(&cfg, false)
         }
         Cmd::Restore => {
             need_root("restore")?;
@@ -202,6 +211,7 @@ fn run(cli: &Cli) -> Result<(), Fail> {
             print!("{}", config(cli)?.to_toml());
             Ok(())
         }
+        #[cfg(feature = "test-hooks")]
         Cmd::FakeSysfs {
             dir,
             temp_mc,

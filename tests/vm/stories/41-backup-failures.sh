@@ -158,15 +158,17 @@ unreadable_files_fail_the_run() {
 	out=$("$BIN/immich-server" backup run 2>&1); rc=$?
 	echo "$out" | tail -4
 	after=$(snapshot_count)
-	ls=$(rustic_drive ls latest)
-	echo "exit $rc; snapshots $before -> $after"
+	ls=$(rustic_drive ls latest 2> /dev/null | grep 'failing folder')
+	echo "exit $rc; snapshots $before -> $after; in the snapshot: $ls"
 	[ "$rc" = 11 ] && contains "the backup is incomplete: 1 file(s) could not be read" "$out" &&
-		contains "upload/failing folder (a file in this folder)" "$out" && ! contains "Backup done" "$out" &&
-		[ "$(backup_json | jq -r .health.colour)" = red ] &&
-		"$BIN/immich-server" --status | grep -q "could not be read" &&
-		echo "$ls" | grep -q 'failing folder/fine.jpg$' &&
-		! echo "$ls" | grep -q 'IMG_0001.jpg$' &&
-		[ "$after" = $((before + 1)) ]
+		contains "upload/failing folder (a file in this folder)" "$out" || return 1
+	if grep -q "Backup done" <<< "$out"; then echo "it said Backup done"; return 1; fi
+	[ "$(backup_json | jq -r .health.colour)" = red ] || { echo "status is not red"; return 1; }
+	"$BIN/immich-server" --status > /run/status.txt 2>&1
+	grep -q "could not be read" /run/status.txt || { cat /run/status.txt; return 1; }
+	grep -q 'failing folder/fine.jpg$' <<< "$ls" || { echo "fine.jpg is not in the snapshot"; return 1; }
+	if grep -q 'IMG_0001.jpg$' <<< "$ls"; then echo "the unreadable photo is in the snapshot"; return 1; fi
+	[ "$after" = $((before + 1)) ] || { echo "retention removed a snapshot"; return 1; }
 }
 check "a photo that cannot be read (a device-mapper error under it): the run fails with exit 11, names its folder, keeps every older snapshot, status is red" unreadable_files_fail_the_run
 healed_run_saves_them() {
