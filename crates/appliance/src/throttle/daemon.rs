@@ -635,18 +635,21 @@ impl<'a> Daemon<'a> {
             (s.global_cpu_usage() as f64 / 100.0).clamp(0.0, 1.0)
         });
         self.collect(Duration::ZERO);
+        let mut asked = false;
         if now >= self.next_queue_tick {
             self.next_queue_tick = now + t.queue_loop_secs;
             if let Some(w) = self.worker.as_mut()
                 && !w.reading
             {
-                w.send(Job::Read);
+                asked = w.send(Job::Read);
             }
         }
         // A healthy Immich answers within milliseconds, in time for this
-        // step; a slow one is waited for no longer than this, and its
+        // step; a slow one is waited for no longer than this, once, and its
         // answer is used by a later tick.
-        self.collect(Duration::from_secs_f64((t.poll_secs / 4.0).min(0.25)));
+        if asked {
+            self.collect(Duration::from_secs_f64((t.poll_secs / 4.0).min(0.25)));
+        }
         let queues = self.fresh_queues.take();
         let heavy_window = self
             .quiet
