@@ -126,14 +126,17 @@ failing_folder() {
 	echo "0 $sz linear $loop 0" | dmsetup create failing &&
 		mkfs.ext4 -q -b 4096 /dev/mapper/failing && mkdir -p "$FAILING_DIR" &&
 		mount /dev/mapper/failing "$FAILING_DIR" || return 1
-	head -c 300000 /dev/urandom > "$FAILING_DIR/IMG_0001.jpg"
+	# The small one first, so that its block comes before the photo's.
 	head -c 2000 /dev/urandom > "$FAILING_DIR/fine.jpg"
 	sync
+	head -c 300000 /dev/urandom > "$FAILING_DIR/IMG_0001.jpg"
+	sync
 }
-# $1: "error" puts an error target over the photo's first 80 blocks;
-# "heal" gives the whole device back.
+# $1: "error" puts an error target over the photo's 74 blocks of 4 KiB
+# (300000 bytes; ext4 gives a new file on an empty filesystem one extent),
+# and nothing else; "heal" gives the whole device back.
 failing_table() {
-	local loop sz blk st n=640
+	local loop sz blk st n=$((74 * 8))
 	loop=$(losetup -j "$FAILING_IMG" | cut -d: -f1) && sz=$(blockdev --getsz "$loop") || return 1
 	if [ "$1" = heal ]; then
 		echo "0 $sz linear $loop 0"

@@ -52,17 +52,19 @@ pub enum BackupError {
     )]
     Busy(Option<u32>),
     #[error(
-        "the backup is incomplete: {} file(s) could not be read and are not in snapshot {} (everything else is): {}{}. \
+        "the backup is incomplete: {count} file(s) could not be read and are not in snapshot {} (everything else is): {}{}. \
 A file that cannot be read usually means the drive is failing: run `sudo immich-server status` for its health, and copy your photos to a new drive soon (docs/moving-your-library.md). \
 No older snapshot was removed; the next backup tries these files again",
-        .unreadable.len(),
         short(.snapshot),
-        .unreadable.iter().take(10).cloned().collect::<Vec<_>>().join(", "),
-        if .unreadable.len() > 10 { format!(" and {} more", .unreadable.len() - 10) } else { String::new() }
+        .names.iter().take(10).cloned().collect::<Vec<_>>().join(", "),
+        if .names.len() > 10 { format!(" and {} more", .names.len() - 10) } else { String::new() }
     )]
     Partial {
         snapshot: String,
-        unreadable: Vec<String>,
+        /// Files rustic left out.
+        count: usize,
+        /// Where they are, each once (a file, or its folder).
+        names: Vec<String>,
     },
     #[error("{0}")]
     Verify(String),
@@ -484,20 +486,21 @@ fn backup_steps(
     if !backed.unreadable.is_empty() {
         // rustic names the folder of a file whose read failed midway (only
         // a file that cannot be opened is named itself).
-        let unreadable = backed
-            .unreadable
-            .into_iter()
-            .map(|p| {
-                if Path::new(&p).is_dir() {
-                    format!("{p} (a file in this folder)")
-                } else {
-                    p
-                }
-            })
-            .collect();
+        let mut names: Vec<String> = vec![];
+        for p in &backed.unreadable {
+            let name = if Path::new(p).is_dir() {
+                format!("{p} (a file in this folder)")
+            } else {
+                p.clone()
+            };
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
         return Err(BackupError::Partial {
             snapshot: snap.id,
-            unreadable,
+            count: backed.unreadable.len(),
+            names,
         });
     }
 

@@ -58,7 +58,8 @@ pub struct Backed {
 /// An item dropped because its parent tree could not be read is logged as
 /// `ignoring error reading parent snapshot`. A warning with no path is kept
 /// as its first line, so that nothing is left out silently; a file that no
-/// longer exists (deleted while the backup ran) is not counted.
+/// longer exists (deleted while the backup ran) is not counted. One entry
+/// per warning: two files of one folder may both be named by the folder.
 pub fn unreadable(stderr: &str) -> Vec<String> {
     const STARTS: [&str; 2] = [
         "[WARN] ignoring error: ",
@@ -88,9 +89,7 @@ pub fn unreadable(stderr: &str) -> Vec<String> {
             (b > a + 1).then(|| first[a + 1..b].to_owned())
         });
         let entry = quoted.unwrap_or_else(|| first.trim().to_owned());
-        if !found.contains(&entry) {
-            found.push(entry);
-        }
+        found.push(entry);
     }
     found
 }
@@ -630,6 +629,8 @@ mod tests {
 Failed to open file at `/srv/immich/immich/upload/photo two.jpg`. Please make sure the file exists and is accessible. (kind: related to input/output operations): caused by: Permission denied (os error 13)\n\
 [WARN] ignoring error: Error while backing up `/srv/immich/immich/library/a`b folder`\n\
 Failed to read from reader in iterator: Input/output error (os error 5)\n\
+[WARN] ignoring error: Error while backing up `/srv/immich/immich/library/a`b folder`\n\
+Failed to read from reader in iterator: Input/output error (os error 5)\n\
 [WARN] ignoring error reading parent snapshot: tree not found\n\
 [WARN] ignoring error: Error: Failed to open ReadSourceOpen at `/srv/immich/immich/upload/deleted.jpg`\n\
 Failed to open file at `/srv/immich/immich/upload/deleted.jpg`. Please make sure the file exists and is accessible. (kind: related to input/output operations): caused by: No such file or directory (os error 2)\n\
@@ -639,6 +640,7 @@ Failed to open file at `/srv/immich/immich/upload/deleted.jpg`. Please make sure
             unreadable(stderr),
             vec![
                 "/srv/immich/immich/upload/photo two.jpg".to_owned(),
+                "/srv/immich/immich/library/a`b folder".to_owned(),
                 "/srv/immich/immich/library/a`b folder".to_owned(),
                 "tree not found".to_owned(),
             ]
