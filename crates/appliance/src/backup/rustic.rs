@@ -73,13 +73,13 @@ pub fn unreadable(stderr: &str) -> Vec<String> {
         };
         // The rest of the record, up to the next `[LEVEL] ` line, repeats
         // the path with rustic's advice and the OS error.
-        let mut rest = String::new();
-        while let Some(next) = lines.next_if(|next| !is_log_line(next)) {
-            rest.push_str(next);
-        }
         // A file deleted between rustic's walk and its read (Immich
         // emptying its trash) was not lost: it no longer exists.
-        if first.contains("(os error 2)") || rest.contains("(os error 2)") {
+        let mut gone = first.contains("(os error 2)");
+        while let Some(next) = lines.next_if(|next| !is_log_line(next)) {
+            gone |= next.contains("(os error 2)");
+        }
+        if gone {
             continue;
         }
         // The path is quoted at the end of the first line, so a name that

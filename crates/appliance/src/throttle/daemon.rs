@@ -365,23 +365,22 @@ impl Worker {
 impl WorkerState {
     /// The queues (and, once, whether Immich uses a config file).
     fn read(&mut self) -> Result<Vec<QueueView>, immich::ImmichError> {
-        let api = self.api.clone();
         if self.config_file.is_none() {
-            self.config_file = Some(api.features()?.config_file);
+            self.config_file = Some(self.api.features()?.config_file);
             if self.config_file == Some(true) {
                 tracing::warn!(
                     "Immich uses a config file (services.immich.settings is set): concurrency stays as it is; pausing still works"
                 );
             }
         }
-        let qs = api.queues()?;
+        let qs = self.api.queues()?;
         let config = if self.config_file == Some(false) {
-            api.system_config().ok()
+            self.api.system_config().ok()
         } else {
             None
         };
         if let (Some(c), false) = (&config, self.ml_urls_done) {
-            self.apply_ml_urls(&*api, c.clone());
+            self.apply_ml_urls(c.clone());
         }
         Ok(qs
             .iter()
@@ -398,7 +397,7 @@ impl WorkerState {
 
     /// Applies the machine-learning settings the config manages (enabled,
     /// URLs) once, when they differ from Immich's.
-    fn apply_ml_urls(&mut self, api: &dyn ImmichApi, mut c: serde_json::Value) {
+    fn apply_ml_urls(&mut self, mut c: serde_json::Value) {
         let mut changed = false;
         if let Some(v) = c.pointer_mut("/machineLearning/enabled")
             && v.as_bool() != Some(self.ml_enabled)
@@ -417,7 +416,7 @@ impl WorkerState {
             self.ml_urls_done = true;
             return;
         }
-        match api.put_system_config(&c) {
+        match self.api.put_system_config(&c) {
             Ok(()) => {
                 tracing::info!(enabled = self.ml_enabled, urls = ?self.ml_urls, "set Immich's machine-learning settings");
                 self.ml_urls_done = true;
