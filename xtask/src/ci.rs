@@ -276,7 +276,7 @@ pub fn vm_stories(names: &[String], release: bool) -> Result<()> {
                         let Some((story, bus)) = queue.lock().unwrap().pop() else {
                             return Ok(());
                         };
-                        let label = format!("{}[{}]", story.name, bus.name());
+                        let label = story.label(bus);
                         let out = results.join(&label);
                         let mut o = vm::RunOptions::new(story.path.clone());
                         o.bus = bus;
@@ -390,7 +390,7 @@ fn schedule<'a>(stories: &[&'a vm::Story], last_times: &str) -> Vec<(&'a vm::Sto
         .iter()
         .flat_map(|s| {
             s.buses.iter().map(|b| {
-                let label = format!("{}[{}]", s.name, b.name());
+                let label = s.label(*b);
                 let guess = known
                     .get(label.as_str())
                     .copied()
@@ -435,7 +435,7 @@ mod tests {
         let b = story("40-b", vec![vm::Bus::Virtio], 2400);
         let c = story("50-new", vec![vm::Bus::Virtio], 1200);
         let all = [&a, &b, &c];
-        let label = |(s, bus): (&vm::Story, vm::Bus)| format!("{}[{}]", s.name, bus.name());
+        let label = |(s, bus): (&vm::Story, vm::Bus)| s.label(bus);
         // Last times known for all but the new story, which counts as a
         // third of its limit (400 s).
         let times = "10-a[virtio]\t100\n10-a[usb]\t500\n40-b[virtio]\t300\n";

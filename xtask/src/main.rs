@@ -79,6 +79,9 @@ enum VmCmd {
         /// Print the console only when the story fails
         #[arg(long)]
         quiet: bool,
+        /// Boot the guest instead of restoring the saved booted one
+        #[arg(long)]
+        cold_boot: bool,
         story: PathBuf,
         args: Vec<String>,
     },
@@ -122,6 +125,7 @@ fn vm_cmd(cmd: VmCmd) -> Result<()> {
             out,
             timeout,
             quiet,
+            cold_boot,
             story,
             args,
         } => {
@@ -134,6 +138,7 @@ fn vm_cmd(cmd: VmCmd) -> Result<()> {
             o.timeout = Duration::from_secs(timeout);
             o.stream_console = !quiet;
             o.args = args;
+            o.restore = !cold_boot;
             let r = vm::run(&o)?;
             eprintln!(
                 "vmtest: story exit status {} after {:.0} s (boot {:.0} s)",

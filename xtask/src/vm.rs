@@ -58,6 +58,9 @@ pub struct RunOptions {
     /// qemu's -cpu: "max" has AES instructions; "max,-aes" is a Pi 4's case.
     pub cpu: String,
     pub stream_console: bool,
+    /// Start from the saved booted guest (made on first use) instead of
+    /// booting.
+    pub restore: bool,
 }
 
 impl RunOptions {
@@ -77,6 +80,7 @@ impl RunOptions {
                 .unwrap_or(2),
             cpu: "max".into(),
             stream_console: true,
+            restore: true,
         }
     }
 }
@@ -119,10 +123,324 @@ pub fn check_host_tools() -> Result<()> {
     Ok(())
 }
 
-/// Boots the guest, runs the story and returns its exit status.
+/// Most drives a story may ask for. Each virtio drive needs a PCIe root
+/// port, and the ports are part of the saved machine, so their number is
+/// fixed.
+pub const MAX_DISKS: usize = 4;
+
+/// The guest's hardware, the same for the boot that is saved and for every
+/// run restored from it (qemu restores a saved guest only into the same
+/// devices). Backends, the files and sockets behind the devices, differ per
+/// run and are given separately.
+fn machine_args(opts: &RunOptions, img: &Path) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "-name",
+        "immich-appliance-vmtest",
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-machine",
+        "q35,accel=tcg",
+        "-cpu",
+        &opts.cpu,
+        "-smp",
+        &opts.cpus.to_string(),
+        "-m",
+        &opts.mem_mb.to_string(),
+        "-append",
+        "root=/dev/vda rw console=ttyS0 panic=-1 loglevel=4 systemd.log_color=0 systemd.show_status=0",
+        "-serial",
+        "chardev:con",
+        "-device",
+        "virtio-blk-pci,drive=root",
+        "-device",
+        "virtio-9p-pci,fsdev=ctl,mount_tag=vmtest",
+        "-device",
+        "virtio-9p-pci,fsdev=share,mount_tag=share",
+        "-device",
+        "virtio-rng-pci",
+        // A restored guest learns from a new generation ID that it was
+        // restored, and Linux reseeds its random generator.
+        "-device",
+        "vmgenid,guid=auto",
+        "-nic",
+        "none",
+        "-device",
+        "qemu-xhci,id=xhci",
+        "-device",
+        "virtio-serial-pci,id=vser",
+        "-device",
+        "virtserialport,bus=vser.0,chardev=go,name=vmtest.go",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.push("-kernel".into());
+    a.push(img.join("vmlinuz").display().to_string());
+    a.push("-initrd".into());
+    a.push(img.join("initrd.img").display().to_string());
+    // Drives are plugged in once the guest is up, so that every run sees
+    // the same hardware at boot; virtio ones go behind a root port each,
+    // which also lets a story unplug them.
+    for i in 0..MAX_DISKS {
+        a.push("-device".into());
+        a.push(format!(
+            "pcie-root-port,id=rp{i},chassis={},slot={i}",
+            i + 1
+        ));
+    }
+    a
+}
+
+/// The files and sockets of one qemu process.
+struct Backends<'a> {
+    work: &'a Path,
+    root_disk: &'a Path,
+    ctl: &'a Path,
+    share: &'a Path,
+    disks: &'a [PathBuf],
+}
+
+impl Backends<'_> {
+    fn args(&self) -> Vec<String> {
+        let w = self.work;
+        let mut a = vec![
+            "-chardev".into(),
+            format!("file,id=con,path={}", w.join("console.log").display()),
+            "-drive".into(),
+            format!(
+                "file={},if=none,id=root,format=qcow2,cache=unsafe,discard=unmap",
+                self.root_disk.display()
+            ),
+            "-fsdev".into(),
+            format!(
+                "local,id=ctl,path={},security_model=none",
+                self.ctl.display()
+            ),
+            "-fsdev".into(),
+            format!(
+                "local,id=share,path={},security_model=none,readonly=on",
+                self.share.display()
+            ),
+            "-chardev".into(),
+            format!(
+                "socket,id=go,path={},server=on,wait=off",
+                w.join("go.sock").display()
+            ),
+            "-qmp".into(),
+            format!("unix:{},server=on,wait=off", w.join("qmp.sock").display()),
+        ];
+        for (i, f) in self.disks.iter().enumerate() {
+            a.push("-drive".into());
+            a.push(format!(
+                "file={},if=none,id=disk{i},format=raw,cache=unsafe",
+                f.display()
+            ));
+        }
+        a
+    }
+}
+
+/// A running qemu with its QMP socket and the guest's "go" port.
+struct Guest {
+    child: QemuChild,
+    qmp: PathBuf,
+    go: UnixStream,
+    console: PathBuf,
+}
+
+impl Guest {
+    fn start(machine: &[String], backends: &Backends, incoming: bool) -> Result<Guest> {
+        let mut q = Command::new("qemu-system-x86_64");
+        q.args(machine).args(backends.args());
+        if incoming {
+            q.args(["-incoming", "defer"]);
+        }
+        q.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = QemuChild(q.spawn().context("starting qemu-system-x86_64")?);
+        let go_path = backends.work.join("go.sock");
+        let t0 = Instant::now();
+        let go = loop {
+            match UnixStream::connect(&go_path) {
+                Ok(s) => break s,
+                Err(_) if t0.elapsed() < Duration::from_secs(30) => {
+                    if let Some(st) = child.0.try_wait()? {
+                        bail!("qemu ended at once ({st}): {}", child.stderr());
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => return Err(e).context("connecting to the guest's go port"),
+            }
+        };
+        go.set_read_timeout(Some(Duration::from_millis(100)))?;
+        Ok(Guest {
+            child,
+            qmp: backends.work.join("qmp.sock"),
+            go,
+            console: backends.work.join("console.log"),
+        })
+    }
+
+    /// Loads a saved guest into this qemu (started with `incoming`) and
+    /// lets it run.
+    fn restore(&mut self, state: &Path) -> Result<()> {
+        let mut q = Qmp::connect(&self.qmp)?;
+        q.execute(
+            "migrate-incoming",
+            serde_json::json!({ "uri": format!("file:{}", state.display()) }),
+        )?;
+        q.wait_migration(Duration::from_secs(300))?;
+        q.execute("cont", serde_json::json!({}))
+    }
+
+    /// Waits until the guest is up and says "ready"; `tick` runs about ten
+    /// times a second meanwhile.
+    fn wait_ready(&mut self, until: Instant, tick: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        let mut heard = Vec::new();
+        let mut buf = [0u8; 256];
+        loop {
+            match self.go.read(&mut buf) {
+                Ok(0) => bail!("qemu closed the guest's go port"),
+                Ok(n) => {
+                    heard.extend_from_slice(&buf[..n]);
+                    if heard.windows(6).any(|w| w == b"ready\n") {
+                        return Ok(());
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => return Err(e).context("reading the guest's go port"),
+            }
+            tick()?;
+            if let Some(st) = self.child.0.try_wait()? {
+                bail!(
+                    "qemu ended before the guest was up ({st}): {}\nconsole:\n{}",
+                    self.child.stderr(),
+                    tail(&self.console)
+                );
+            }
+            if Instant::now() > until {
+                bail!(
+                    "the guest was not up in time; console:\n{}",
+                    tail(&self.console)
+                );
+            }
+        }
+    }
+
+    /// Tells the guest to go on: the time (a restored guest's clock is the
+    /// saved one) and fresh randomness.
+    fn go(&mut self) -> Result<()> {
+        let epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
+        let mut seed = [0u8; 32];
+        fs::File::open("/dev/urandom")?.read_exact(&mut seed)?;
+        let seed: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+        writeln!(self.go, "go {epoch} {seed}").context("answering the guest")
+    }
+}
+
+/// The last lines of a console log, for an error message.
+fn tail(console: &Path) -> String {
+    let text = fs::read_to_string(console).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// The booted guest for `opts`'s machine, saved on first use: a disk
+/// overlay and qemu's migration stream, taken while the guest waits for its
+/// story. Restoring it takes a few seconds where a boot takes half a minute
+/// under TCG. It lives in the image's folder, so a new image drops it, and
+/// a change to the machine's arguments makes it again.
+fn saved_boot(opts: &RunOptions, img: &Path) -> Result<PathBuf> {
+    let machine = machine_args(opts, img);
+    let id = machine.join("\n");
+    let name: String = format!("{}-c{}-m{}", opts.cpu, opts.cpus, opts.mem_mb)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let saved = img.join("saved");
+    fs::create_dir_all(&saved)?;
+    let lock = fs::File::create(saved.join(format!("{name}.lock")))?;
+    lock.lock().context("locking the saved guest")?;
+    let dir = saved.join(&name);
+    if dir.join("ok").exists()
+        && fs::read_to_string(dir.join("machine.txt")).ok() == Some(id.clone())
+    {
+        return Ok(dir);
+    }
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir)?;
+    let t0 = Instant::now();
+    util::run(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+            .arg(img.join("rootfs.raw"))
+            .arg(dir.join("root.qcow2")),
+    )?;
+    let work = TempDir::new(&util::cache_dir().join("vm/tmp"))?;
+    let empty = work.path().join("empty");
+    fs::create_dir_all(&empty)?;
+    let backends = Backends {
+        work: work.path(),
+        root_disk: &dir.join("root.qcow2"),
+        ctl: &empty,
+        share: &empty,
+        disks: &[],
+    };
+    let mut guest = Guest::start(&machine, &backends, false)?;
+    guest
+        .wait_ready(t0 + Duration::from_secs(300), &mut || Ok(()))
+        .context("booting the guest to save it")?;
+    let mut q = Qmp::connect(&guest.qmp)?;
+    q.execute("stop", serde_json::json!({}))?;
+    q.execute(
+        "migrate",
+        serde_json::json!({ "uri": format!("file:{}", dir.join("state").display()) }),
+    )?;
+    q.wait_migration(Duration::from_secs(300))?;
+    let _ = q.execute("quit", serde_json::json!({}));
+    let _ = guest.child.0.wait();
+    fs::copy(work.path().join("console.log"), dir.join("console.log"))?;
+    fs::write(dir.join("machine.txt"), &id)?;
+    fs::write(dir.join("ok"), b"")?;
+    eprintln!(
+        "vm: booted and saved the guest {name} in {:.0} s",
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(dir)
+}
+
+/// Starts the guest (restored from its saved boot, or booted), plugs in
+/// the drives, runs the story and returns its exit status.
 pub fn run(opts: &RunOptions) -> Result<RunResult> {
     check_host_tools()?;
+    if opts.disks > MAX_DISKS {
+        bail!(
+            "a story may have at most {MAX_DISKS} drives, not {}",
+            opts.disks
+        );
+    }
     let img = image(false)?;
+    let saved = if opts.restore {
+        Some(saved_boot(opts, &img)?)
+    } else {
+        None
+    };
     let tmp = util::cache_dir().join("vm/tmp");
     fs::create_dir_all(&tmp)?;
     let work = TempDir::new(&tmp)?;
@@ -130,9 +448,9 @@ pub fn run(opts: &RunOptions) -> Result<RunResult> {
     for d in ["out", "requests", "lib"] {
         fs::create_dir_all(ctl.join(d))?;
     }
-    let guest = util::root().join("tests/vm/guest");
-    fs::copy(guest.join("agent.sh"), ctl.join("agent.sh"))?;
-    util::copy_dir(&guest.join("lib"), &ctl.join("lib"))?;
+    let guest_dir = util::root().join("tests/vm/guest");
+    fs::copy(guest_dir.join("agent.sh"), ctl.join("agent.sh"))?;
+    util::copy_dir(&guest_dir.join("lib"), &ctl.join("lib"))?;
     fs::copy(&opts.story, ctl.join("story.sh"))
         .with_context(|| format!("story {}", opts.story.display()))?;
     let mut args = String::new();
@@ -145,12 +463,24 @@ pub fn run(opts: &RunOptions) -> Result<RunResult> {
     }
     fs::write(ctl.join("args"), args)?;
     fs::write(ctl.join("disks"), opts.disks.to_string())?;
+    fs::write(
+        ctl.join("start"),
+        if saved.is_some() {
+            "restored"
+        } else {
+            "booted"
+        },
+    )?;
 
     let root_disk = work.path().join("root.qcow2");
+    let (base, base_format) = match &saved {
+        Some(dir) => (dir.join("root.qcow2"), "qcow2"),
+        None => (img.join("rootfs.raw"), "raw"),
+    };
     util::run(
         Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-            .arg(img.join("rootfs.raw"))
+            .args(["create", "-q", "-f", "qcow2", "-F", base_format, "-b"])
+            .arg(&base)
             .arg(&root_disk),
     )?;
     let mut disk_files = vec![];
@@ -164,85 +494,55 @@ pub fn run(opts: &RunOptions) -> Result<RunResult> {
         )?;
         disk_files.push(f);
     }
-
-    let console = work.path().join("console.log");
-    fs::write(&console, b"")?;
-    let qmp_sock = work.path().join("qmp.sock");
-    let mut q = Command::new("qemu-system-x86_64");
-    q.args(["-name", "immich-appliance-vmtest", "-nodefaults", "-no-user-config"])
-        .args(["-display", "none", "-no-reboot"])
-        .args(["-machine", "q35,accel=tcg", "-cpu", &opts.cpu])
-        .args(["-smp", &opts.cpus.to_string(), "-m", &opts.mem_mb.to_string()])
-        .arg("-kernel")
-        .arg(img.join("vmlinuz"))
-        .arg("-initrd")
-        .arg(img.join("initrd.img"))
-        .args([
-            "-append",
-            "root=/dev/vda rw console=ttyS0 panic=-1 loglevel=4 systemd.log_color=0 systemd.show_status=0",
-        ])
-        .arg("-chardev")
-        .arg(format!("file,id=con,path={}", console.display()))
-        .args(["-serial", "chardev:con"])
-        .arg("-drive")
-        .arg(format!(
-            "file={},if=none,id=root,format=qcow2,cache=unsafe,discard=unmap",
-            root_disk.display()
-        ))
-        .args(["-device", "virtio-blk-pci,drive=root"])
-        .arg("-fsdev")
-        .arg(format!("local,id=ctl,path={},security_model=none", ctl.display()))
-        .args(["-device", "virtio-9p-pci,fsdev=ctl,mount_tag=vmtest"])
-        .args(["-device", "virtio-rng-pci", "-nic", "none"])
-        .arg("-qmp")
-        .arg(format!("unix:{},server=on,wait=off", qmp_sock.display()));
-    if opts.bus == Bus::Usb {
-        q.args(["-device", "qemu-xhci,id=xhci"]);
-    }
-    for (i, f) in disk_files.iter().enumerate() {
-        let serial = serial(i);
-        q.arg("-drive").arg(format!(
-            "file={},if=none,id=disk{i},format=raw,cache=unsafe",
-            f.display()
-        ));
-        match opts.bus {
-            Bus::Usb => q.arg("-device").arg(format!(
-                "usb-storage,bus=xhci.0,drive=disk{i},serial={serial},id=extdisk{i}"
-            )),
-            // Behind a PCIe root port so that device_del can unplug it.
-            Bus::Virtio => q
-                .arg("-device")
-                .arg(format!(
-                    "pcie-root-port,id=rp{i},chassis={},slot={i}",
-                    i + 1
-                ))
-                .arg("-device")
-                .arg(format!(
-                    "virtio-blk-pci,bus=rp{i},drive=disk{i},serial={serial},id=extdisk{i}"
-                )),
-        };
-    }
-    if let Some(share) = &opts.share {
-        let share = share
+    let share = match &opts.share {
+        Some(s) => s
             .canonicalize()
-            .with_context(|| format!("share {}", share.display()))?;
-        q.arg("-fsdev").arg(format!(
-            "local,id=share,path={},security_model=none,readonly=on",
-            share.display()
-        ));
-        q.args(["-device", "virtio-9p-pci,fsdev=share,mount_tag=share"]);
-    }
-    q.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+            .with_context(|| format!("share {}", s.display()))?,
+        None => {
+            let empty = work.path().join("no-share");
+            fs::create_dir_all(&empty)?;
+            empty
+        }
+    };
+    let backends = Backends {
+        work: work.path(),
+        root_disk: &root_disk,
+        ctl: &ctl,
+        share: &share,
+        disks: &disk_files,
+    };
+    fs::write(work.path().join("console.log"), b"")?;
+    let console = work.path().join("console.log");
+    let qmp_sock = work.path().join("qmp.sock");
 
     let started = Instant::now();
-    let mut child = QemuChild(q.spawn().context("starting qemu-system-x86_64")?);
+    let machine = machine_args(opts, &img);
+    let mut guest = Guest::start(&machine, &backends, saved.is_some())?;
+    if let Some(dir) = &saved {
+        guest
+            .restore(&dir.join("state"))
+            .context("restoring the saved guest")?;
+    }
     let mut console_pos = 0u64;
+    let stream_console = opts.stream_console;
+    guest.wait_ready(started + opts.timeout, &mut || {
+        if stream_console {
+            console_pos = stream(&console, console_pos)?;
+        }
+        Ok(())
+    })?;
+    {
+        let mut q = Qmp::connect(&qmp_sock)?;
+        for i in 0..opts.disks {
+            q.execute("device_add", disk_device(opts.bus, i, &format!("disk{i}")))
+                .with_context(|| format!("plugging in drive {i}"))?;
+        }
+    }
+    guest.go()?;
     let mut boot_secs = None;
     let mut timed_out = false;
     let status = loop {
-        if let Some(st) = child.0.try_wait()? {
+        if let Some(st) = guest.child.0.try_wait()? {
             break Some(st);
         }
         if opts.stream_console {
@@ -258,7 +558,7 @@ pub fn run(opts: &RunOptions) -> Result<RunResult> {
                 opts.timeout.as_secs()
             );
             timed_out = true;
-            child.kill();
+            guest.child.kill();
             break None;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -267,10 +567,7 @@ pub fn run(opts: &RunOptions) -> Result<RunResult> {
         stream(&console, console_pos)?;
     }
     let elapsed = started.elapsed();
-    let mut qemu_said = String::new();
-    if let Some(mut e) = child.0.stderr.take() {
-        let _ = e.read_to_string(&mut qemu_said);
-    }
+    let qemu_said = guest.child.stderr();
     let code = if timed_out {
         124
     } else if let Ok(s) = fs::read_to_string(ctl.join("out/exit-code")) {
@@ -294,6 +591,20 @@ pub fn run(opts: &RunOptions) -> Result<RunResult> {
         elapsed,
         boot_secs,
     })
+}
+
+/// The device of drive `n` on `bus`, backed by the block node `node`.
+fn disk_device(bus: Bus, n: usize, node: &str) -> serde_json::Value {
+    match bus {
+        Bus::Usb => serde_json::json!({
+            "driver": "usb-storage", "bus": "xhci.0", "drive": node,
+            "serial": serial(n), "id": format!("extdisk{n}"),
+        }),
+        Bus::Virtio => serde_json::json!({
+            "driver": "virtio-blk-pci", "bus": format!("rp{n}"), "drive": node,
+            "serial": serial(n), "id": format!("extdisk{n}"),
+        }),
+    }
 }
 
 fn serial(i: usize) -> String {
@@ -379,17 +690,7 @@ fn handle(cmd: &str, qmp: &Path, bus: Bus, disks: &[PathBuf]) -> Result<()> {
                     "file": { "driver": "file", "filename": file.display().to_string() },
                 }),
             )?;
-            let device = match bus {
-                Bus::Usb => serde_json::json!({
-                    "driver": "usb-storage", "bus": "xhci.0", "drive": node,
-                    "serial": serial(n), "id": format!("extdisk{n}"),
-                }),
-                Bus::Virtio => serde_json::json!({
-                    "driver": "virtio-blk-pci", "bus": format!("rp{n}"), "drive": node,
-                    "serial": serial(n), "id": format!("extdisk{n}"),
-                }),
-            };
-            q.execute("device_add", device)
+            q.execute("device_add", disk_device(bus, n, &node))
         }
         ["unplug", n] => {
             let n: usize = n.parse().context("unplug takes a disk index")?;
@@ -411,8 +712,19 @@ struct Qmp {
 
 impl Qmp {
     fn connect(path: &Path) -> Result<Qmp> {
-        let s =
-            UnixStream::connect(path).with_context(|| format!("QMP socket {}", path.display()))?;
+        // qemu makes the socket soon after it starts, not at once.
+        let t0 = Instant::now();
+        let s = loop {
+            match UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(_) if t0.elapsed() < Duration::from_secs(10) => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("QMP socket {}", path.display()));
+                }
+            }
+        };
         s.set_read_timeout(Some(Duration::from_secs(30)))?;
         let mut q = Qmp {
             reader: BufReader::new(s.try_clone()?),
@@ -432,15 +744,40 @@ impl Qmp {
     }
 
     fn execute(&mut self, cmd: &str, args: serde_json::Value) -> Result<()> {
+        self.call(cmd, args).map(|_| ())
+    }
+
+    fn call(&mut self, cmd: &str, args: serde_json::Value) -> Result<serde_json::Value> {
         let msg = serde_json::json!({ "execute": cmd, "arguments": args });
         writeln!(self.writer, "{msg}")?;
         loop {
-            let v = self.read()?;
-            if v.get("return").is_some() {
-                return Ok(());
+            let mut v = self.read()?;
+            if let Some(r) = v.get_mut("return") {
+                return Ok(r.take());
             }
             if let Some(e) = v.get("error") {
                 bail!("QMP {cmd}: {e}");
+            }
+        }
+    }
+
+    /// Waits for a migration (out to a file, or in from one) to end.
+    fn wait_migration(&mut self, within: Duration) -> Result<()> {
+        let t0 = Instant::now();
+        loop {
+            let r = self.call("query-migrate", serde_json::json!({}))?;
+            match r.get("status").and_then(|s| s.as_str()) {
+                Some("completed") => return Ok(()),
+                Some("failed") | Some("cancelled") => {
+                    bail!("qemu's migration failed: {r}")
+                }
+                _ if t0.elapsed() > within => {
+                    bail!(
+                        "qemu's migration did not end in {} s: {r}",
+                        within.as_secs()
+                    )
+                }
+                _ => std::thread::sleep(Duration::from_millis(50)),
             }
         }
     }
@@ -461,6 +798,17 @@ impl Qmp {
 struct QemuChild(Child);
 
 impl QemuChild {
+    /// What qemu wrote to stderr, once it has ended.
+    fn stderr(&mut self) -> String {
+        let mut said = String::new();
+        if let Ok(Some(_)) = self.0.try_wait()
+            && let Some(mut e) = self.0.stderr.take()
+        {
+            let _ = e.read_to_string(&mut said);
+        }
+        said
+    }
+
     fn kill(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -516,6 +864,11 @@ pub struct Story {
 }
 
 impl Story {
+    /// The name of one run: a story runs once per disk bus it names.
+    pub fn label(&self, bus: Bus) -> String {
+        format!("{}[{}]", self.name, bus.name())
+    }
+
     pub fn load(path: &Path) -> Result<Story> {
         let text = fs::read_to_string(path)?;
         let mut kv = BTreeMap::new();
@@ -569,4 +922,43 @@ pub fn stories() -> Result<Vec<Story>> {
         .collect();
     paths.sort();
     paths.iter().map(|p| Story::load(p)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A saved guest is restored only into the same devices, and it is
+    /// made again whenever its arguments change: the machine's arguments
+    /// must name devices only (no per-run file or socket), and the
+    /// backends must add no device.
+    #[test]
+    fn the_saved_machine_is_devices_and_the_backends_are_files() {
+        let opts = RunOptions::new(PathBuf::from("story.sh"));
+        let machine = machine_args(&opts, Path::new("/img"));
+        for backend in ["-drive", "-fsdev", "-chardev", "-qmp", "-blockdev"] {
+            assert!(!machine.iter().any(|a| a == backend), "{backend} in {machine:?}");
+        }
+        let work = Path::new("/run-1");
+        let disks = [work.join("extdrive0.raw")];
+        let b = Backends {
+            work,
+            root_disk: &work.join("root.qcow2"),
+            ctl: &work.join("ctl"),
+            share: &work.join("share"),
+            disks: &disks,
+        };
+        let args = b.args();
+        assert!(!args.iter().any(|a| a == "-device"), "{args:?}");
+        assert!(!machine.iter().any(|a| a.contains("/run-1")));
+        // Every backend a device names is given.
+        for id in ["id=con", "id=root", "id=ctl", "id=share", "id=go", "id=disk0"] {
+            assert!(args.iter().any(|a| a.contains(id)), "{id} missing from {args:?}");
+        }
+        // A story's bus and drives do not change the machine.
+        let mut usb = opts.clone();
+        usb.bus = Bus::Usb;
+        usb.disks = MAX_DISKS;
+        assert_eq!(machine, machine_args(&usb, Path::new("/img")));
+    }
 }

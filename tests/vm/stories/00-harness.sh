@@ -2,7 +2,8 @@
 # vm-disk-bus: virtio
 # vm-timeout: 600
 #
-# The harness itself: real systemd as PID 1, the system bus, LUKS2 through
+# The harness itself: real systemd as PID 1, the clock and randomness of a
+# guest restored from its saved boot, the system bus, LUKS2 through
 # dm-crypt on the external drive, the read-only share, PostgreSQL and Redis
 # installed but not running, and a drive that the host can unplug.
 . "$VM_LIB/common.sh"
@@ -35,7 +36,29 @@ unplug_drive() {
 	host_request unplug 0 && wait_for 20 test ! -e "$dev"
 }
 
+# A run usually starts from a saved booted guest: its clock must be the
+# host's (the host copied story.sh just before), not the saved one, and
+# Linux must have reseeded its random generator on the restore.
+clock_is_the_hosts() {
+	local now then
+	now=$(date +%s) then=$(stat -c %Y "$VM_CTL/story.sh")
+	echo "guest $now, story copied at $then"
+	[ "$now" -ge $((then - 5)) ] && [ "$now" -lt $((then + 300)) ]
+}
+reseeded_after_a_restore() {
+	local how
+	how=$(cat "$VM_CTL/start")
+	echo "this guest was $how"
+	case "$how" in
+	restored) journalctl -k -b | grep -q "crng reseeded due to virtual machine fork" ;;
+	booted) true ;;
+	*) return 1 ;;
+	esac
+}
+
 check "systemd is PID 1" pid1_is_systemd
+check "the guest's clock is the host's" clock_is_the_hosts
+check "a restored guest reseeded its random generator" reseeded_after_a_restore
 check "the system bus answers for org.freedesktop.systemd1" bus_has_systemd
 check "LUKS2 format, open and close on $VM_DISK" luks2_roundtrip
 check "the binaries are shared read-only" share_is_read_only
