@@ -937,7 +937,10 @@ mod tests {
         let opts = RunOptions::new(PathBuf::from("story.sh"));
         let machine = machine_args(&opts, Path::new("/img"));
         for backend in ["-drive", "-fsdev", "-chardev", "-qmp", "-blockdev"] {
-            assert!(!machine.iter().any(|a| a == backend), "{backend} in {machine:?}");
+            assert!(
+                !machine.iter().any(|a| a == backend),
+                "{backend} in {machine:?}"
+            );
         }
         let work = Path::new("/run-1");
         let disks = [work.join("extdrive0.raw")];
@@ -952,8 +955,13 @@ mod tests {
         assert!(!args.iter().any(|a| a == "-device"), "{args:?}");
         assert!(!machine.iter().any(|a| a.contains("/run-1")));
         // Every backend a device names is given.
-        for id in ["id=con", "id=root", "id=ctl", "id=share", "id=go", "id=disk0"] {
-            assert!(args.iter().any(|a| a.contains(id)), "{id} missing from {args:?}");
+        for id in [
+            "id=con", "id=root", "id=ctl", "id=share", "id=go", "id=disk0",
+        ] {
+            assert!(
+                args.iter().any(|a| a.contains(id)),
+                "{id} missing from {args:?}"
+            );
         }
         // A story's bus and drives do not change the machine.
         let mut usb = opts.clone();
