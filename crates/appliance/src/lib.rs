@@ -19,6 +19,7 @@ pub mod layout;
 pub mod lifecycle;
 pub mod logging;
 pub mod luks;
+pub mod machine;
 pub mod net;
 pub mod sd_notify;
 pub mod secret;

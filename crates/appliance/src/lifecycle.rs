@@ -17,8 +17,9 @@ use crate::fs_tools::{Filesystem, FsError};
 use crate::host::{self, Holder};
 use crate::immich::ImmichApi;
 use crate::interrupt::{self, Interrupted};
-use crate::layout::{self, LayoutError, LayoutReport};
+use crate::layout::{LayoutError, LayoutReport};
 use crate::luks::{Luks, LuksError};
+use crate::machine::Machine;
 use crate::net::{self, AddressSource, Urls};
 use crate::secret::{self, SecretError, Source};
 use crate::systemd::{self, MountSpec, Systemd, UnitError};
@@ -30,6 +31,7 @@ pub struct Parts<'a> {
     pub fs: &'a dyn Filesystem,
     pub immich: &'a dyn ImmichApi,
     pub addresses: &'a dyn AddressSource,
+    pub machine: &'a dyn Machine,
 }
 
 impl std::fmt::Debug for Parts<'_> {
@@ -301,7 +303,7 @@ pub fn start(
             Ok(report)
         }
         Err(cause) => {
-            let cause = name_a_full_drive(cfg, cause);
+            let cause = name_a_full_drive(cfg, parts.machine, cause);
             // The binary prints the cause once; this is the log's record of it.
             tracing::info!(error = %cause, "start failed; rolling back");
             let (undone, undo_failed) = rollback(cfg, parts, &undo, progress);
@@ -325,7 +327,7 @@ fn start_steps(
     let mapper = &cfg.drive.mapper_name;
     let t = Instant::now();
     let mapping = parts.luks.mapping(mapper)?;
-    let mounts = blockdev::mountinfo();
+    let mounts = parts.machine.mounts();
     let mounted = blockdev::mounts_at(&mounts, &cfg.drive.mount_point)
         .last()
         .cloned()
@@ -354,14 +356,14 @@ fn start_steps(
 
     // 1. The device, unlocked.
     let (fs_device, backing): (PathBuf, Option<BlockDevice>) = if let Some(m) = &mapping {
-        if !m.device.exists() {
+        if parts.machine.device_number(&m.device).is_none() {
             return Err(Cause::DriveGone {
                 mapper: mapper.clone(),
             });
         }
-        let backing = blockdev::resolve(&m.device)?;
+        let backing = parts.machine.resolve(&m.device)?;
         if let Some(given) = &opts.device {
-            let want = blockdev::resolve(given)?;
+            let want = parts.machine.resolve(given)?;
             if want.name != backing.name && want.name != backing.disk {
                 return Err(Cause::OtherDriveOpen {
                     mapper: mapper.clone(),
@@ -376,8 +378,8 @@ fn start_steps(
             .device
             .as_deref()
             .ok_or(Cause::NoDecryptionWithoutDevice)?;
-        let dev = blockdev::resolve(given)?;
-        if let blockdev::Signature::Luks { .. } = blockdev::probe(&dev.path)? {
+        let dev = parts.machine.resolve(given)?;
+        if let blockdev::Signature::Luks { .. } = parts.machine.probe(&dev.path)? {
             return Err(Cause::EncryptedButNoDecryption(dev.path));
         }
         report.warnings.push(format!(
@@ -387,7 +389,7 @@ fn start_steps(
         (dev.path.clone(), Some(dev))
     } else {
         let t = Instant::now();
-        let dev = drive::choose(
+        let dev = parts.machine.choose_drive(
             opts.device.as_deref(),
             &cfg.drive.remembered_drive_file,
             &cfg.drive.luks_subsystem,
@@ -395,7 +397,7 @@ fn start_steps(
         let Some(uuid) = parts.luks.uuid(&dev.path)? else {
             return Err(LuksError::NotLuks(dev.path.clone()).into());
         };
-        let usage = blockdev::usage(Path::new("/sys"), &dev, &mounts);
+        let usage = parts.machine.usage(&dev, &mounts);
         if !usage.is_free() {
             return Err(Cause::InUse(dev.path.clone(), describe_usage(&usage)));
         }
@@ -428,11 +430,7 @@ fn start_steps(
     // 2-3. Check and mount, unless it is mounted already.
     match &mounted {
         Some(m) => {
-            let want = std::fs::metadata(&fs_device).map(|md| {
-                use std::os::unix::fs::MetadataExt;
-                (libc::major(md.rdev()), libc::minor(md.rdev()))
-            });
-            if want.ok() != Some((m.major, m.minor)) {
+            if parts.machine.device_number(&fs_device) != Some((m.major, m.minor)) {
                 return Err(Cause::ForeignMount {
                     what: m.source.clone(),
                     point: m.mount_point.clone(),
@@ -452,7 +450,7 @@ fn start_steps(
                 interrupt::check()?;
             }
             let t = Instant::now();
-            prepare_mount_point(&cfg.drive.mount_point, report)?;
+            prepare_mount_point(parts.machine, &cfg.drive.mount_point, report)?;
             report.timings.add("mount point", t);
             progress.step(&format!("Mounting at {}", cfg.drive.mount_point.display()));
             let t = Instant::now();
@@ -480,7 +478,7 @@ fn start_steps(
 
     // 4. The layout.
     let t = Instant::now();
-    report.layout = layout::ensure(cfg)?;
+    report.layout = parts.machine.ensure_layout(cfg)?;
     for c in &report.layout.created {
         progress.note(&format!("created {}", c.display()));
     }
@@ -489,7 +487,7 @@ fn start_steps(
     }
     report.timings.add("verify layout", t);
     interrupt::check()?;
-    if let Ok(space) = host::space(&cfg.drive.mount_point)
+    if let Ok(space) = parts.machine.space(&cfg.drive.mount_point)
         && space.used_percent() >= crate::status::DRIVE_FULL_WARN_PERCENT
     {
         report.warnings.push(crate::status::drive_full_advice(
@@ -546,9 +544,9 @@ fn start_steps(
 /// A start that fails on a full drive says so, instead of leaving the owner
 /// to find "No space left on device" in PostgreSQL's journal. Only while the
 /// drive is mounted: the mount point alone is the SD card.
-fn name_a_full_drive(cfg: &Config, cause: Cause) -> Cause {
-    let mounted = !blockdev::mounts_at(&blockdev::mountinfo(), &cfg.drive.mount_point).is_empty();
-    match host::space(&cfg.drive.mount_point) {
+fn name_a_full_drive(cfg: &Config, machine: &dyn Machine, cause: Cause) -> Cause {
+    let mounted = !blockdev::mounts_at(&machine.mounts(), &cfg.drive.mount_point).is_empty();
+    match machine.space(&cfg.drive.mount_point) {
         Ok(space) if mounted && space.is_full() => Cause::DriveFull {
             space,
             inner: Box::new(cause),
@@ -659,7 +657,7 @@ fn mark_if_unmarked(
         version: 2,
         subsystem,
         ..
-    }) = blockdev::probe(dev)
+    }) = parts.machine.probe(dev)
     else {
         return;
     };
@@ -677,7 +675,11 @@ fn mark_if_unmarked(
 
 /// The empty directory the drive mounts over: it must be empty, and it is
 /// made immutable so nothing can write onto the SD card through it.
-fn prepare_mount_point(dir: &Path, report: &mut StartReport) -> Result<(), Cause> {
+fn prepare_mount_point(
+    machine: &dyn Machine,
+    dir: &Path,
+    report: &mut StartReport,
+) -> Result<(), Cause> {
     if !dir.exists() {
         std::fs::create_dir_all(dir)
             .map_err(|e| Cause::Other(format!("cannot create {}: {e}", dir.display())))?;
@@ -689,7 +691,7 @@ fn prepare_mount_point(dir: &Path, report: &mut StartReport) -> Result<(), Cause
     if non_empty {
         return Err(Cause::MountPointNotEmpty(dir.to_owned()));
     }
-    if let Err(e) = host::set_immutable(dir, true) {
+    if let Err(e) = machine.set_immutable(dir, true) {
         report.warnings.push(format!(
             "could not make {} immutable ({e}); writes to it while the drive is locked are not blocked",
             dir.display()
@@ -799,9 +801,9 @@ fn unmount(cfg: &Config, parts: &Parts) -> Result<(), Cause> {
     let r = parts
         .systemd
         .stop(&unit, Duration::from_secs(cfg.units.stop_timeout_secs));
-    let still = !blockdev::mounts_at(&blockdev::mountinfo(), &cfg.drive.mount_point).is_empty();
+    let still = !blockdev::mounts_at(&parts.machine.mounts(), &cfg.drive.mount_point).is_empty();
     if still {
-        let holders = host::holders_of(&cfg.drive.mount_point);
+        let holders = parts.machine.holders(&cfg.drive.mount_point);
         tracing::info!(error = ?r.err(), "unmount failed; the mount is busy");
         return Err(Cause::Busy {
             mount: cfg.drive.mount_point.clone(),
@@ -848,7 +850,7 @@ fn stop_inner(
         .luks
         .mapping(&cfg.drive.mapper_name)
         .map_err(Cause::from)?;
-    let mounted = !blockdev::mounts_at(&blockdev::mountinfo(), &cfg.drive.mount_point).is_empty();
+    let mounted = !blockdev::mounts_at(&parts.machine.mounts(), &cfg.drive.mount_point).is_empty();
     let timeout = Duration::from_secs(cfg.units.stop_timeout_secs);
     // The backup units first (systemd stops rustic with them); then a backup
     // started from a shell, which no unit covers: it is waited for, and its
@@ -908,7 +910,7 @@ fn stop_inner(
         r.locked = true;
     }
     if cfg.drive.mount_point.is_dir()
-        && let Err(e) = host::set_immutable(&cfg.drive.mount_point, true)
+        && let Err(e) = parts.machine.set_immutable(&cfg.drive.mount_point, true)
     {
         tracing::warn!(error = %e, "cannot make the mount point immutable");
     }

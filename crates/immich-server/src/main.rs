@@ -17,6 +17,7 @@ use appliance::fs_tools::E2fsprogs;
 use appliance::immich::Client;
 use appliance::lifecycle::{self, Parts, Progress, StartOptions};
 use appliance::luks::{Cryptsetup, Kdf};
+use appliance::machine::ThisMachine;
 use appliance::net::SystemAddresses;
 use appliance::secret::Source;
 use appliance::systemd::DbusSystemd;
@@ -196,6 +197,7 @@ struct Seams {
     fs: E2fsprogs,
     immich: Client,
     addresses: SystemAddresses,
+    machine: ThisMachine,
 }
 
 impl Seams {
@@ -212,6 +214,7 @@ impl Seams {
             addresses: SystemAddresses {
                 tailscale_cli: cfg.tools.tailscale.clone(),
             },
+            machine: ThisMachine,
         })
     }
 
@@ -222,6 +225,7 @@ impl Seams {
             fs: &self.fs,
             immich: &self.immich,
             addresses: &self.addresses,
+            machine: &self.machine,
         }
     }
 }
