@@ -158,11 +158,13 @@ pub fn gather(cfg: &Config, parts: &Parts) -> Status {
         .and_then(|p| parts.luks.cipher(std::path::Path::new(p)).ok());
     let mapping = parts.luks.mapping(mapper).ok().flatten();
     d.unlocked = mapping.is_some();
-    let gone = mapping.as_ref().is_some_and(|m| !m.device.exists());
+    let gone = mapping
+        .as_ref()
+        .is_some_and(|m| parts.machine.device_number(&m.device).is_none());
     d.backing_device = mapping.map(|m| m.device.display().to_string());
-    d.mounted = !blockdev::mounts_at(&blockdev::mountinfo(), &cfg.drive.mount_point).is_empty();
+    d.mounted = !blockdev::mounts_at(&parts.machine.mounts(), &cfg.drive.mount_point).is_empty();
     if d.mounted
-        && let Ok(space) = crate::host::space(&cfg.drive.mount_point)
+        && let Ok(space) = parts.machine.space(&cfg.drive.mount_point)
     {
         d.free_bytes = Some(space.free_bytes);
         d.total_bytes = Some(space.total_bytes);

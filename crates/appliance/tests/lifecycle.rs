@@ -31,6 +31,7 @@ const UUID: &str = "0f1e2d3c-aaaa-bbbb-cccc-000000000001";
 /// The mount unit's name in the log: its real name follows the mount
 /// point, which is in each test's own folder.
 const MOUNT: &str = "the-mount.mount";
+const TOTAL: u64 = 1 << 40;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct State {
@@ -48,6 +49,8 @@ struct World {
     fail: Option<String>,
     /// The call during which a SIGHUP arrives (a dropped SSH session).
     hangup: Option<String>,
+    /// The drive's free space.
+    free_bytes: std::cell::Cell<u64>,
     _dir: TempDir,
 }
 
@@ -79,6 +82,7 @@ impl World {
             log: RefCell::default(),
             fail: fail.map(str::to_owned),
             hangup: None,
+            free_bytes: std::cell::Cell::new(TOTAL / 2),
             _dir: TempDir(dir),
         }
     }
@@ -385,8 +389,8 @@ impl Machine for World {
     }
     fn space(&self, _: &Path) -> std::io::Result<Space> {
         Ok(Space {
-            free_bytes: 1 << 39,
-            total_bytes: 1 << 40,
+            free_bytes: self.free_bytes.get(),
+            total_bytes: TOTAL,
         })
     }
     fn holders(&self, _: &Path) -> Vec<Holder> {
@@ -663,4 +667,32 @@ fn hangup_during(step: &str) {
     assert!(f.undo_failed.is_empty(), "{step}: {:?}", f.undo_failed);
     assert_eq!(*w.st.borrow(), State::default(), "{step}: left half-up");
     assert!(!cfg.drive.remembered_drive_file.exists(), "{step}");
+}
+
+/// `status` reads the same machine: running with room, then a drive 95 %
+/// full is named with what to do, as `start` warns of it too.
+#[test]
+fn status_and_start_warn_of_a_nearly_full_drive() {
+    let w = World::new("full", None);
+    w.start().unwrap();
+    let s = appliance::status::gather(&w.cfg, &w.parts());
+    assert!(s.drive.unlocked && s.drive.mounted, "{s:?}");
+    assert_eq!(s.drive.used_percent.map(f64::round), Some(50.0));
+    assert!(
+        !s.advice.iter().any(|a| a.contains("full")),
+        "{:?}",
+        s.advice
+    );
+    w.stop().unwrap();
+
+    w.free_bytes.set(TOTAL / 20);
+    let r = w.start().unwrap();
+    assert!(
+        r.warnings.iter().any(|x| x.contains("95")),
+        "{:?}",
+        r.warnings
+    );
+    let s = appliance::status::gather(&w.cfg, &w.parts());
+    assert!(s.advice.iter().any(|a| a.contains("95")), "{:?}", s.advice);
+    assert!(s.needs_owner, "a nearly full drive needs the owner");
 }
