@@ -327,15 +327,12 @@ pub fn prepare(
         progress.step("Generating the backup password");
         let backup_pw =
             luks::random_secret().map_err(|e| step("generating the backup password")(&e))?;
-        let mut content = backup_pw.as_bytes().to_vec();
-        content.push(b'\n');
         host::write_atomic(
             &cfg.drive.mount_point.join(&cfg.backup.password_file),
-            &content,
+            &backup_pw.line(),
             0o600,
         )
         .map_err(|e| step("writing secrets/backup-password")(&e))?;
-        zeroize::Zeroize::zeroize(&mut content);
         interrupt::check()?;
         // Marked last: a drive that init did not finish is not offered as
         // an appliance drive later.

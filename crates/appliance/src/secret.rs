@@ -23,6 +23,15 @@ impl Passphrase {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+    /// The secret and a newline, as a password file holds it. Made in one
+    /// allocation of the exact size: a `to_vec()` then `push` may move the
+    /// bytes to a bigger buffer and leave an unwiped copy in the old one.
+    pub fn line(&self) -> Zeroizing<Vec<u8>> {
+        let mut v = Zeroizing::new(Vec::with_capacity(self.0.len() + 1));
+        v.extend_from_slice(&self.0);
+        v.push(b'\n');
+        v
+    }
 }
 
 impl std::fmt::Debug for Passphrase {
@@ -222,5 +231,15 @@ mod tests {
         assert!(matches!(err, SecretError::TooShort { len: 5, min: 8 }));
         std::fs::write(&f, "long enough phrase\n").unwrap();
         assert_eq!(read_new(&Source::File(f), 8).unwrap().len(), 18);
+    }
+
+    #[test]
+    fn a_password_line_is_made_without_a_second_buffer() {
+        let p = Passphrase::new(b"correct horse".to_vec());
+        let line = p.line();
+        assert_eq!(&line[..], b"correct horse\n");
+        // Exactly the size asked for (Vec's guarantee for with_capacity),
+        // so the push never reallocated.
+        assert_eq!(line.capacity(), p.len() + 1);
     }
 }

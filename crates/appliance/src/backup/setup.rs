@@ -241,10 +241,7 @@ pub fn write_access(
     profile: &Path,
     password_file: &Path,
 ) -> Result<(), BackupError> {
-    let mut pw = access.password.as_bytes().to_vec();
-    pw.push(b'\n');
-    let r = write_secret(password_file, &pw);
-    zeroize::Zeroize::zeroize(&mut pw);
+    let r = write_secret(password_file, &access.password.line());
     r.map_err(BackupError::io(format!(
         "cannot write {}",
         password_file.display()
