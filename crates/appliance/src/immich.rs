@@ -173,13 +173,23 @@ pub trait ImmichApi {
 }
 
 /// The real client: blocking HTTP with short timeouts.
-#[derive(Debug)]
 pub struct Client {
     base: String,
     api_key: Option<zeroize::Zeroizing<String>>,
     agent: ureq::Agent,
     /// Set after a 404 on /api/queues: the server predates the queues API.
     legacy: AtomicBool,
+}
+
+// By hand: the API key is wiped on drop but would print in a derived Debug.
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("legacy", &self.legacy)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -460,5 +470,17 @@ mod tests {
                 .starts_with("Immich at http://127.0.0.1:1/api is not reachable"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_client_never_prints_its_api_key() {
+        let c = Client::new(
+            "http://127.0.0.1:2283",
+            Some("k3y-that-must-not-show".into()),
+            Duration::from_secs(1),
+        );
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("k3y-that-must-not-show"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 }
