@@ -9,7 +9,8 @@
 # reported and the next run succeeds with a clean check; a photo that
 # cannot be read makes the run fail and name it; and a corrupted
 # pack file is caught by `check`, which turns the status red. A repository
-# in a local folder works as well as the REST server.
+# in a local folder works as well as the REST server. And --stop waits for
+# a backup started from a shell before it locks the drive.
 . "$VM_LIB/common.sh"
 . "$VM_LIB/appliance.sh"
 . "$VM_LIB/backup.sh"
@@ -212,5 +213,35 @@ local_folder_repository() {
 		[ "$(backup_json | jq -r .health.colour)" = green ]
 }
 check "a repository in a local folder: setup, backup and a full check; status is green again" local_folder_repository
+# A backup started from a shell is in no unit that --stop stops: --stop
+# must wait for it (rustic is held with SIGSTOP until --stop says so, so
+# the order is certain), keep the drive mounted meanwhile, and lock it only
+# once the run has ended and written its record.
+stop_waits_for_a_shell_backup() {
+	local bpid spid rpid brc src snap
+	"$BIN/immich-server" backup run --json > /run/shell-backup.json 2> /run/shell-backup.err &
+	bpid=$!
+	wait_for 120 pgrep -f "rustic.* backup " || return 1
+	rpid=$(pgrep -f "rustic.* backup " | head -1)
+	kill -STOP "$rpid"
+	appliance_stop > /run/stop.out 2>&1 &
+	spid=$!
+	wait_for 60 grep -q "is running; waiting for it to finish" /run/stop.out || { kill -CONT "$rpid"; cat /run/stop.out; return 1; }
+	is_mounted "$MP" && mapper_open "$(mapper_name)" || { kill -CONT "$rpid"; echo "the drive went away under the backup"; return 1; }
+	kill -CONT "$rpid"
+	wait "$bpid"; brc=$?
+	wait "$spid"; src=$?
+	cat /run/stop.out
+	echo "backup exit $brc, stop exit $src"
+	snap=$(jq -r .backup.snapshot /run/shell-backup.json)
+	echo "snapshot $snap"
+	[ "$brc" = 0 ] && [ "$src" = 0 ] && [ -n "$snap" ] && [ "$snap" != null ] &&
+		! is_mounted "$MP" && ! mapper_open "$(mapper_name)" || return 1
+	# The run's record reached the drive before it was locked.
+	appliance_start > /dev/null || return 1
+	[ "$(backup_json | jq -r .last_backup.snapshot)" = "$snap" ] &&
+		[ "$(backup_json | jq -r .last_backup.outcome)" = success ]
+}
+check "--stop during a backup run from a shell waits for it, then locks; the run's record is on the drive" stop_waits_for_a_shell_backup
 check "stop" appliance_stop
 finish
