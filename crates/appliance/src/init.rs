@@ -12,14 +12,13 @@ use crate::blockdev::{self, BlockDevice};
 use crate::config::Config;
 use crate::drive;
 use crate::exit::Exit;
-use crate::fs_tools::Filesystem;
 use crate::host;
 use crate::interrupt;
 use crate::layout::{self, LayoutReport, Marker};
-use crate::lifecycle::Progress;
-use crate::luks::{self, Kdf, Luks};
+use crate::lifecycle::{Parts, Progress};
+use crate::luks::{self, Kdf};
 use crate::secret::{self, Passphrase, Source};
-use crate::systemd::{self, MountSpec, Systemd};
+use crate::systemd::{self, MountSpec};
 
 /// Bytes a new drive passphrase needs at least.
 pub const MIN_PASSPHRASE: usize = 12;
@@ -236,13 +235,12 @@ pub fn confirm_on_tty(dev: &BlockDevice, given: &Path) -> Result<(), InitError> 
 /// confirmed.
 pub fn prepare(
     cfg: &Config,
-    luks: &dyn Luks,
-    fs: &dyn Filesystem,
-    systemd: &dyn Systemd,
+    parts: &Parts,
     survey: &Survey,
     opts: &InitOptions,
     progress: &dyn Progress,
 ) -> Result<InitReport, InitError> {
+    let (luks, fs, systemd, machine) = (parts.luks, parts.fs, parts.systemd, parts.machine);
     let dev = &survey.device;
     let pass = secret::read_new(&opts.passphrase, MIN_PASSPHRASE)?;
     // From here on a signal stops init between steps, never inside one.
@@ -289,9 +287,13 @@ pub fn prepare(
         interrupt::check()?;
         let mp = &cfg.drive.mount_point;
         std::fs::create_dir_all(mp).map_err(|e| step("creating the mount point")(&e))?;
-        if let Err(e) = host::set_immutable(mp, true) {
+        if let Err(e) = machine.set_immutable(mp, true) {
             tracing::warn!(error = %e, "cannot make the mount point immutable");
         }
+        // Recorded before the job, as `start` does: a mount job that times
+        // out may have mounted all the same, and the drive must not stay
+        // unlocked under it.
+        mounted = true;
         systemd
             .mount(
                 &MountSpec {
@@ -304,7 +306,6 @@ pub fn prepare(
                 Duration::from_secs(120),
             )
             .map_err(|e| step("mounting the new filesystem")(&e))?;
-        mounted = true;
         interrupt::check()?;
         progress.step("Creating the directory layout");
         // The root of the drive: readable by the service users, owned by root.
@@ -319,11 +320,9 @@ pub fn prepare(
             },
         )
         .map_err(|e| step("writing the drive marker")(&e))?;
-        let mut report = LayoutReport::default();
-        for (_, dir) in cfg.layout.dirs() {
-            layout::ensure_dir(mp, dir, &mut report)
-                .map_err(|e| step("creating the layout")(&e))?;
-        }
+        let report = machine
+            .create_layout(cfg)
+            .map_err(|e| step("creating the layout")(&e))?;
         progress.step("Generating the backup password");
         let backup_pw =
             luks::random_secret().map_err(|e| step("generating the backup password")(&e))?;

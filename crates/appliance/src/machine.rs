@@ -1,4 +1,4 @@
-//! What `start` and `stop` read from the machine (mounts, block devices,
+//! What `start`, `stop`, `status` and `init` read from the machine (mounts, block devices,
 //! free space, the processes holding a mount) and change on it outside the
 //! other seams (the mount point's immutable flag, the drive's folders),
 //! behind one trait, so that the lifecycle runs in `cargo test` against a
@@ -36,6 +36,8 @@ pub trait Machine {
     fn set_immutable(&self, dir: &Path, on: bool) -> std::io::Result<()>;
     /// Checks and repairs the drive's folders (see `layout::ensure`).
     fn ensure_layout(&self, cfg: &Config) -> Result<LayoutReport, LayoutError>;
+    /// Makes the folders of a new drive, with their owners and modes.
+    fn create_layout(&self, cfg: &Config) -> Result<LayoutReport, LayoutError>;
 }
 
 /// This machine: /proc, /sys and /dev.
@@ -79,5 +81,12 @@ impl Machine for ThisMachine {
     }
     fn ensure_layout(&self, cfg: &Config) -> Result<LayoutReport, LayoutError> {
         layout::ensure(cfg)
+    }
+    fn create_layout(&self, cfg: &Config) -> Result<LayoutReport, LayoutError> {
+        let mut report = LayoutReport::default();
+        for (_, dir) in cfg.layout.dirs() {
+            layout::ensure_dir(&cfg.drive.mount_point, dir, &mut report)?;
+        }
+        Ok(report)
     }
 }

@@ -18,6 +18,7 @@ use appliance::exit::Exit;
 use appliance::fs_tools::{Ext4State, Filesystem, FsError};
 use appliance::host::{Holder, Space};
 use appliance::immich::{Features, ImmichApi, ImmichError, Queue, Version};
+use appliance::init;
 use appliance::layout::{LayoutError, LayoutReport};
 use appliance::lifecycle::{self, Parts, Progress, StartOptions};
 use appliance::luks::{Kdf, Luks, LuksError, Mapping};
@@ -38,6 +39,8 @@ struct State {
     open: bool,
     mounted: bool,
     active: BTreeSet<String>,
+    /// The LUKS header carries the appliance's mark (init's last step).
+    marked: bool,
 }
 
 /// The whole fake appliance. `fail` names the one call that fails, as it
@@ -132,7 +135,23 @@ impl World {
         lifecycle::start(&self.cfg, &self.parts(), &opts, &Quiet)
     }
 
-    // As lifecycle::start returns it.
+    fn init(&self) -> Result<init::InitReport, init::InitError> {
+        let survey = init::Survey {
+            device: self.resolve(Path::new(DISK)).unwrap(),
+            contents: vec![],
+            appliance_drive: None,
+        };
+        let opts = init::InitOptions {
+            device: DISK.into(),
+            yes: true,
+            force: true,
+            passphrase: self.passphrase(),
+            kdf: Kdf::default(),
+            cipher: Some(appliance::cipher::KNOWN[0]),
+        };
+        init::prepare(&self.cfg, &self.parts(), &survey, &opts, &Quiet)
+    }
+
     #[allow(clippy::result_large_err)]
     fn stop(&self) -> Result<lifecycle::StopReport, lifecycle::Failure> {
         lifecycle::stop(&self.cfg, &self.parts(), &Quiet)
@@ -172,16 +191,27 @@ impl Luks for World {
     fn uuid(&self, _: &Path) -> Result<Option<String>, LuksError> {
         Ok(Some(UUID.into()))
     }
-    fn format(&self, _: &Path, _: &Passphrase, _: Kdf, _: &Cipher) -> Result<String, LuksError> {
-        unreachable!("start never formats")
+    fn format(&self, d: &Path, _: &Passphrase, _: Kdf, _: &Cipher) -> Result<String, LuksError> {
+        if self.call("format".into()) {
+            return Err(crypt_error("format", d));
+        }
+        self.st.borrow_mut().marked = false;
+        Ok(UUID.into())
     }
     fn cipher(&self, _: &Path) -> Result<String, LuksError> {
         Ok("aes-xts-plain64".into())
     }
-    fn add_key(&self, _: &Path, _: &Passphrase, _: &Passphrase, _: Kdf) -> Result<(), LuksError> {
-        unreachable!("start never adds keys")
+    fn add_key(&self, d: &Path, _: &Passphrase, _: &Passphrase, _: Kdf) -> Result<(), LuksError> {
+        if self.call("add the recovery key".into()) {
+            return Err(crypt_error("add a key to", d));
+        }
+        Ok(())
     }
-    fn mark(&self, _: &Path, _: &str) -> Result<(), LuksError> {
+    fn mark(&self, d: &Path, _: &str) -> Result<(), LuksError> {
+        if self.call("mark".into()) {
+            return Err(crypt_error("mark", d));
+        }
+        self.st.borrow_mut().marked = true;
         Ok(())
     }
     fn open(&self, device: &Path, _: &str, _: &Passphrase) -> Result<(), LuksError> {
@@ -279,8 +309,11 @@ impl Filesystem for World {
         }
         Ok("clean".into())
     }
-    fn make(&self, _: &Path, _: &str) -> Result<(), FsError> {
-        unreachable!("start never makes a filesystem")
+    fn make(&self, device: &Path, _: &str) -> Result<(), FsError> {
+        if self.call("mkfs".into()) {
+            return Err(FsError::NotExt4(device.display().to_string()));
+        }
+        Ok(())
     }
 }
 
@@ -407,6 +440,23 @@ impl Machine for World {
             });
         }
         Ok(LayoutReport::default())
+    }
+    fn create_layout(&self, cfg: &Config) -> Result<LayoutReport, LayoutError> {
+        if self.call("create layout".into()) {
+            return Err(LayoutError::Other(format!(
+                "cannot create {}",
+                cfg.drive.mount_point.display()
+            )));
+        }
+        Ok(LayoutReport::default())
+    }
+}
+
+fn crypt_error(action: &'static str, d: &Path) -> LuksError {
+    LuksError::Crypt {
+        action,
+        what: d.display().to_string(),
+        message: "the fake says no".into(),
     }
 }
 
@@ -695,4 +745,127 @@ fn status_and_start_warn_of_a_nearly_full_drive() {
     let s = appliance::status::gather(&w.cfg, &w.parts());
     assert!(s.advice.iter().any(|a| a.contains("95")), "{:?}", s.advice);
     assert!(s.needs_owner, "a nearly full drive needs the owner");
+}
+
+/// The calls a clean init makes, in order.
+fn happy_init_calls() -> Vec<String> {
+    let w = World::new("init-happy", None);
+    w.init().expect("a clean init succeeds");
+    w.take_log()
+}
+
+#[test]
+fn a_clean_init_leaves_the_drive_marked_locked_and_remembered() {
+    let w = World::new("init", None);
+    let r = w.init().expect("a clean init succeeds");
+    let log = w.take_log();
+    let want = [
+        "format",
+        "add the recovery key",
+        "open",
+        "mkfs",
+        "mount",
+        "create layout",
+        "mark",
+        &format!("stop {MOUNT}"),
+        "close",
+    ];
+    assert_eq!(log, want);
+    assert_eq!(r.luks_uuid, UUID);
+    let st = w.st.borrow().clone();
+    assert!(st.marked && !st.open && !st.mounted, "{st:?}");
+    let remembered = std::fs::read_to_string(&w.cfg.drive.remembered_drive_file).unwrap();
+    assert!(remembered.contains(UUID), "{remembered}");
+    let pw = w.cfg.drive.mount_point.join(&w.cfg.backup.password_file);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&pw).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+/// A failure at any step of init leaves the drive locked, unmounted,
+/// unmarked (so never offered as an appliance drive) and not remembered,
+/// and the next init works. The drive is erased from the first step on, as
+/// init warned; there is nothing on it to put back.
+#[test]
+fn a_failure_at_every_step_of_init_leaves_no_half_drive() {
+    for step in happy_init_calls() {
+        let w = World::new("init-fail", Some(&step));
+        let e = match w.init() {
+            Ok(_) => panic!("a failing `{step}` must fail init"),
+            Err(e) => e,
+        };
+        assert_eq!(e.exit(), Exit::Failure, "{step}: {e}");
+        let st = w.st.borrow().clone();
+        assert!(
+            !w.cfg.drive.remembered_drive_file.exists(),
+            "{step}: remembered"
+        );
+        match step.as_str() {
+            // A drive that will not unmount stays unlocked under the mount,
+            // and init says so.
+            s if s == format!("stop {MOUNT}") => {
+                assert!(st.mounted && st.open, "{step}: {st:?}");
+                assert!(e.to_string().contains("unmounting"), "{step}: {e}");
+                continue;
+            }
+            // A lock refused leaves it unlocked, said, and not remembered;
+            // the drive was complete (marked) by then.
+            "close" => {
+                assert!(st.open && st.marked && !st.mounted, "{step}: {st:?}");
+                assert!(e.to_string().contains("locking"), "{step}: {e}");
+                continue;
+            }
+            // Marked last: a drive init did not finish is not an
+            // appliance drive.
+            _ => assert!(!st.marked, "{step}: marked"),
+        }
+        assert!(!st.open && !st.mounted, "{step}: {st:?}");
+        let next = World { fail: None, ..w };
+        next.init()
+            .unwrap_or_else(|e| panic!("init after a failing `{step}`: {e}"));
+    }
+}
+
+/// A SIGHUP during each step of init, each in a child process as for start.
+#[test]
+fn a_hangup_at_every_step_of_init_stops_it_cleanly() {
+    const CHILD: &str = "LIFECYCLE_TEST_INIT_HANGUP_AT";
+    if let Ok(step) = std::env::var(CHILD) {
+        let mut w = World::new("init-hangup", None);
+        w.hangup = Some(step.clone());
+        let r = w.init();
+        let st = w.st.borrow().clone();
+        assert!(!st.open && !st.mounted, "{step}: {st:?}");
+        // After the mark every step is undoing: the run ends as it would.
+        if ["mark", "close"].contains(&step.as_str()) || step == format!("stop {MOUNT}") {
+            r.unwrap_or_else(|e| panic!("{step}: {e}"));
+            return;
+        }
+        let e = match r {
+            Ok(_) => panic!("a hangup during `{step}` must stop init"),
+            Err(e) => e,
+        };
+        assert_eq!(e.exit(), Exit::Interrupted, "{step}: {e}");
+        assert!(
+            !st.marked && !w.cfg.drive.remembered_drive_file.exists(),
+            "{step}"
+        );
+        return;
+    }
+    for step in happy_init_calls() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "a_hangup_at_every_step_of_init_stops_it_cleanly"])
+            .args(["--nocapture", "--test-threads=1"])
+            .env(CHILD, &step)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{step}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

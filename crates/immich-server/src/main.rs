@@ -293,16 +293,8 @@ fn other(cli: &Cli, cmd: &Cmd, term: &Term) -> Result<(), Fail> {
                 kdf: kdf(a),
                 cipher,
             };
-            let r = init::prepare(
-                &cfg,
-                &seams.luks,
-                &seams.fs,
-                &seams.systemd,
-                &survey,
-                &opts,
-                term,
-            )
-            .map_err(|e| Fail(e.exit(), e.into()))?;
+            let r = init::prepare(&cfg, &seams.parts(), &survey, &opts, term)
+                .map_err(|e| Fail(e.exit(), e.into()))?;
             print!("{}", r.emergency_kit);
             println!(
                 "\nThe drive is ready and locked again. Next: sudo immich-server --start\n(it is remembered by its LUKS UUID, so --immich-drive is not needed)"
