@@ -7,6 +7,7 @@ pub mod alerts;
 pub mod backup;
 pub mod blockdev;
 pub mod cipher;
+pub mod cli;
 pub mod config;
 pub mod drive;
 pub mod exit;

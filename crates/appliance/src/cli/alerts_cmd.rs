@@ -1,14 +1,14 @@
 //! `immich-server alerts check|test|email-password`.
 
-use appliance::alerts::{self, channels};
-use appliance::config::Config;
-use appliance::exit::Exit;
-use appliance::lifecycle::Progress;
-use appliance::secret::Source;
-use appliance::status::Status;
+use crate::alerts::{self, channels};
+use crate::config::Config;
+use crate::exit::Exit;
+use crate::lifecycle::Progress;
+use crate::secret::Source;
+use crate::status::Status;
 
-use crate::cli::AlertsCmd;
-use crate::{Fail, Term};
+use super::args::AlertsCmd;
+use super::{Fail, Term, msg};
 
 const NONE_SET: &str = "no alert channel is set: set services.immich-appliance.alerts.ntfy.url (a push to your phone), alerts.email or alerts.webhookUrl (docs/alerts.md)";
 
@@ -20,10 +20,10 @@ pub fn run(
     term: &Term,
 ) -> Result<(), Fail> {
     if let AlertsCmd::EmailPassword = cmd {
-        let pw = appliance::secret::read(secret, "SMTP password for e-mail alerts: ")
+        let pw = crate::secret::read(secret, "SMTP password for e-mail alerts: ")
             .map_err(|e| Fail(Exit::Usage, e.into()))?;
         let path = alerts::store_email_password(cfg, &pw)
-            .map_err(|e| Fail(Exit::Drive, anyhow::anyhow!(e)))?;
+            .map_err(|e| Fail(Exit::Drive, msg(e.to_string())))?;
         println!(
             "Stored in {}. Try it: sudo immich-server alerts test",
             path.display()
@@ -44,16 +44,16 @@ pub fn run(
         check(cfg, &status()?, &chans)?
     } else {
         if nothing_set {
-            return Err(Fail(Exit::Config, anyhow::anyhow!(NONE_SET)));
+            return Err(Fail(Exit::Config, msg(NONE_SET.into())));
         }
         test(cfg, &chans)
     };
     if failed > 0 {
         return Err(Fail(
             Exit::Alert,
-            anyhow::anyhow!(
+            msg(format!(
                 "{failed} message(s) could not be delivered; `alerts check` tries again on its next run"
-            ),
+            )),
         ));
     }
     Ok(())

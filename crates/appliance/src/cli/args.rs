@@ -36,7 +36,7 @@ DEV may be /dev/sdX, a partition, or a /dev/disk/by-id, by-uuid or by-label link
     name = "immich-server",
     version,
     about = ABOUT,
-    after_help = format!("{AFTER_HELP}\n{}", appliance::exit::help_table()),
+    after_help = format!("{AFTER_HELP}\n{}", crate::exit::help_table()),
     group(ArgGroup::new("verb").args(["start", "stop", "status"]))
 )]
 pub struct Cli {
