@@ -54,10 +54,10 @@ impl Progress for Term {
 }
 
 /// A boxed error, as the verbs report it.
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// An error with the exit code it maps to.
-struct Fail(Exit, BoxError);
+pub(crate) struct Fail(pub(crate) Exit, pub(crate) BoxError);
 
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for Fail {
     fn from(e: E) -> Self {
@@ -66,7 +66,7 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for Fail {
 }
 
 /// A message of our own as an error.
-fn msg(text: String) -> BoxError {
+pub(crate) fn msg(text: String) -> BoxError {
     text.into()
 }
 
