@@ -850,7 +850,6 @@ fn stop_inner(
         .luks
         .mapping(&cfg.drive.mapper_name)
         .map_err(Cause::from)?;
-    let mounted = !blockdev::mounts_at(&parts.machine.mounts(), &cfg.drive.mount_point).is_empty();
     let timeout = Duration::from_secs(cfg.units.stop_timeout_secs);
     // The backup units first (systemd stops rustic with them); then a backup
     // started from a shell, which no unit covers: it is waited for, and its
@@ -896,6 +895,15 @@ fn stop_inner(
     for unit in cfg.units.stack.iter().rev() {
         stop_one(unit, &mut r)?;
     }
+    // Looked at only now, and at the mount unit too: a start killed while
+    // mounting leaves systemd's mount job running, and its mount may appear
+    // after this stop began (story 19 saw it appear under the lock).
+    let mount_unit = parts
+        .systemd
+        .state(&cfg.mount_unit())
+        .map_err(Cause::from)?;
+    let mounted = !blockdev::mounts_at(&parts.machine.mounts(), &cfg.drive.mount_point).is_empty()
+        || !matches!(mount_unit.active.as_str(), "inactive" | "failed");
     if mounted {
         progress.step(&format!("Unmounting {}", cfg.drive.mount_point.display()));
         unmount(cfg, parts)?;

@@ -41,6 +41,9 @@ struct State {
     active: BTreeSet<String>,
     /// The LUKS header carries the appliance's mark (init's last step).
     marked: bool,
+    /// systemd's mount job still runs (its client was killed): the mount
+    /// appears once the job ends.
+    mount_job: bool,
 }
 
 /// The whole fake appliance. `fail` names the one call that fails, as it
@@ -222,7 +225,8 @@ impl Luks for World {
         Ok(())
     }
     fn close(&self, name: &str) -> Result<(), LuksError> {
-        if self.call("close".into()) || self.st.borrow().mounted {
+        let busy = self.st.borrow().mounted || self.st.borrow().mount_job;
+        if self.call("close".into()) || busy {
             return Err(LuksError::Busy(name.into()));
         }
         self.st.borrow_mut().open = false;
@@ -251,6 +255,7 @@ impl Systemd for World {
         let mut st = self.st.borrow_mut();
         if unit == self.cfg.mount_unit() {
             st.mounted = false;
+            st.mount_job = false;
         } else {
             st.active.remove(unit);
         }
@@ -259,6 +264,13 @@ impl Systemd for World {
     fn state(&self, unit: &str) -> Result<UnitState, UnitError> {
         let st = self.st.borrow();
         let on = st.active.contains(unit) || (unit == self.cfg.mount_unit() && st.mounted);
+        if unit == self.cfg.mount_unit() && st.mount_job {
+            return Ok(UnitState {
+                load: "loaded".into(),
+                active: "activating".into(),
+                sub: "mounting".into(),
+            });
+        }
         Ok(UnitState {
             load: "loaded".into(),
             active: if on { "active" } else { "inactive" }.into(),
@@ -868,4 +880,22 @@ fn a_hangup_at_every_step_of_init_stops_it_cleanly() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// `start` killed (-9) while systemd mounts: the mount job goes on and the
+/// mount appears later. `stop` must stop the mount unit before it locks,
+/// not decide from a mount table read before the mount appeared.
+#[test]
+fn stop_after_a_start_killed_while_mounting_unmounts_first() {
+    let w = World::new("killed-mounting", None);
+    {
+        let mut st = w.st.borrow_mut();
+        st.open = true;
+        st.mount_job = true;
+    }
+    let r = w.stop().unwrap_or_else(|f| panic!("{f}"));
+    let log = w.take_log();
+    assert_eq!(log, [format!("stop {MOUNT}"), "close".into()], "{log:?}");
+    assert!(r.unmounted && r.locked);
+    assert_eq!(*w.st.borrow(), State::default());
 }
