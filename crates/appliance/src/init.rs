@@ -367,6 +367,17 @@ pub fn prepare(
         },
     )
     .map_err(|e| step("remembering the drive")(&e))?;
+    // A hang-up that came after the last step's check (while the drive was
+    // being locked, say): the emergency kit would go to a dead terminal,
+    // and the recovery key is nowhere else. The drive is made no appliance
+    // drive again, so that the owner runs init again and sees the kit.
+    if let Err(i) = interrupt::check() {
+        if let Err(e) = luks.mark(&dev.path, "") {
+            tracing::warn!(error = %e, "cannot take the appliance mark off the drive again");
+        }
+        let _ = std::fs::remove_file(&cfg.drive.remembered_drive_file);
+        return Err(i.into());
+    }
     Ok(InitReport {
         device: dev.path.clone(),
         emergency_kit: emergency_kit(dev, &uuid, &prepared, &recovery, &backup_pw),

@@ -210,11 +210,16 @@ impl Luks for World {
         }
         Ok(())
     }
-    fn mark(&self, d: &Path, _: &str) -> Result<(), LuksError> {
-        if self.call("mark".into()) {
+    fn mark(&self, d: &Path, subsystem: &str) -> Result<(), LuksError> {
+        let what = if subsystem.is_empty() {
+            "unmark"
+        } else {
+            "mark"
+        };
+        if self.call(what.into()) {
             return Err(crypt_error("mark", d));
         }
-        self.st.borrow_mut().marked = true;
+        self.st.borrow_mut().marked = !subsystem.is_empty();
         Ok(())
     }
     fn open(&self, device: &Path, _: &str, _: &Passphrase) -> Result<(), LuksError> {
@@ -850,11 +855,8 @@ fn a_hangup_at_every_step_of_init_stops_it_cleanly() {
         let r = w.init();
         let st = w.st.borrow().clone();
         assert!(!st.open && !st.mounted, "{step}: {st:?}");
-        // After the mark every step is undoing: the run ends as it would.
-        if ["mark", "close"].contains(&step.as_str()) || step == format!("stop {MOUNT}") {
-            r.unwrap_or_else(|e| panic!("{step}: {e}"));
-            return;
-        }
+        // Even after the mark: the kit would go to a dead terminal, so the
+        // mark comes off again and init is to be run again.
         let e = match r {
             Ok(_) => panic!("a hangup during `{step}` must stop init"),
             Err(e) => e,
