@@ -396,8 +396,12 @@ pub fn read_request(stream: &TcpStream) -> std::io::Result<Request> {
 fn handle(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let req = read_request(&stream)?;
-    let hang = state.lock().expect("not poisoned").hang;
-    std::thread::sleep(hang);
+    // The stand-in's own routes answer at once, so that a story can end a
+    // hang it started.
+    if !req.path.starts_with("/__fake/") {
+        let hang = state.lock().expect("not poisoned").hang;
+        std::thread::sleep(hang);
+    }
     let (status, body) = {
         let mut s = state.lock().expect("not poisoned");
         s.requests.push(format!("{} {}", req.method, req.path));
@@ -509,6 +513,15 @@ fn route(s: &mut State, req: &Request) -> (u16, Value) {
     }
     match (req.method.as_str(), seg.as_slice()) {
         ("GET", ["__fake", "state"]) => (200, snapshot(s)),
+        // `{"secs": N}`: every answer of Immich's API is held back N s from
+        // now on (0 ends it), as a hung server's are.
+        ("PUT", ["__fake", "hang"]) => match body.get("secs").and_then(Value::as_f64) {
+            Some(secs) if (0.0..=3600.0).contains(&secs) => {
+                s.hang = Duration::from_secs_f64(secs);
+                (200, json!({ "hang_secs": secs }))
+            }
+            _ => error(400, "give {\"secs\": N} with N from 0 to 3600"),
+        },
         ("GET", ["api", "server", "ping"]) => (200, json!({ "res": "pong" })),
         ("GET", ["api", "server", "version"]) => (
             200,

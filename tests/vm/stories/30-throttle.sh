@@ -82,6 +82,36 @@ cool() {
 }
 check "cool: it resumes what it paused, and the user's pause stays" cool
 
+# Immich hangs, each answer held back 45 s (longer than WatchdogSec=30),
+# while the SoC heats up again: the temperature loop must still bring the
+# clock down and keep telling systemd it is alive, so it is not restarted.
+hang() { curl -s -o /dev/null -w '%{http_code}' -X PUT -d "{\"secs\": $1}" http://127.0.0.1:2283/__fake/hang | grep -qx 200; }
+hung_immich() {
+	local pid restarts t0 now_pid now_restarts
+	pid=$(systemctl show -p MainPID --value immich-throttle.service)
+	restarts=$(systemctl show -p NRestarts --value immich-throttle.service)
+	# From full speed, so that coming down is the loop's doing now.
+	wait_for 120 sh -c "[ \"\$(cat $POLICY/scaling_max_freq)\" = 1500000 ]" || { echo "not back at full speed"; return 1; }
+	hang 45 || return 1
+	t0=$SECONDS
+	temp 79500
+	wait_for 90 sh -c "[ \"\$(cat $POLICY/scaling_max_freq)\" = 600000 ]" || { hang 0; echo "the clock did not come down"; return 1; }
+	echo "the clock came down $((SECONDS - t0)) s into the hang"
+	while [ $((SECONDS - t0)) -lt 40 ]; do sleep 1; done
+	now_pid=$(systemctl show -p MainPID --value immich-throttle.service)
+	now_restarts=$(systemctl show -p NRestarts --value immich-throttle.service)
+	echo "after $((SECONDS - t0)) s: pid $pid -> $now_pid, restarts $restarts -> $now_restarts; $(tstatus | jq -c '{mode, immich}')"
+	hang 0 && temp 45000 || return 1
+	[ "$now_pid" = "$pid" ] && [ "$now_restarts" = "$restarts" ] && systemctl is-active -q immich-throttle.service &&
+		! journalctl -u immich-throttle.service -o cat | grep -qi "watchdog timeout"
+}
+check "Immich hung for longer than the watchdog while hot: the clock still comes down, no watchdog restart" hung_immich
+back_to_normal() {
+	wait_for 240 sh -c "! curl -s http://127.0.0.1:2283/__fake/state | jq -r '.paused[]?' | grep -qx thumbnailGeneration" &&
+		wait_for 60 sh -c "[ \"\$(cat $POLICY/scaling_max_freq)\" = 1500000 ]"
+}
+check "once Immich answers and it is cool, the throttler resumes what it paused" back_to_normal
+
 clean_stop() {
 	systemctl stop immich-throttle.service || return 1
 	echo "clock: $(cat "$POLICY/scaling_max_freq"); quota: $(quota); paused: $(paused)"
