@@ -5,9 +5,11 @@
 //! photos should be (immich-app/immich issues 17229 and 24174 are restores
 //! that hit it).
 //!
-//! Immich remembers "checked before" in its database; the stand-in takes
-//! any marker present as the sign of an earlier start, which is the same
-//! in the appliance's cases: a new drive has none, a restored one has some.
+//! Immich remembers which folders it checked in its database (system
+//! metadata), saved once the markers are written: a first start killed
+//! half-way writes them again on the next one. The stand-in keeps that
+//! record in a file at the media root, which a backup and a restore carry
+//! as they carry Immich's database.
 
 use std::fs;
 use std::path::Path;
@@ -24,10 +26,14 @@ pub const FOLDERS: [&str; 6] = [
 
 pub const MARKER: &str = ".immich";
 
+/// The stand-in's record of Immich's "folders checked" flags.
+pub const CHECKED: &str = ".fake-immich-folders-checked";
+
 /// Creates the folders and their markers on a first start; afterwards,
 /// refuses a folder whose marker is missing, with Immich's message.
 pub fn verify_or_create(media: &Path) -> Result<(), String> {
-    let started_before = FOLDERS.iter().any(|f| media.join(f).join(MARKER).exists());
+    let checked = media.join(CHECKED);
+    let started_before = checked.exists();
     for f in FOLDERS {
         let marker = media.join(f).join(MARKER);
         if marker.exists() {
@@ -42,6 +48,10 @@ pub fn verify_or_create(media: &Path) -> Result<(), String> {
         fs::create_dir_all(media.join(f))
             .and_then(|()| fs::write(&marker, b"first start\n"))
             .map_err(|e| format!("Failed to write \"{}\": {e}", marker.display()))?;
+    }
+    if !started_before {
+        fs::write(&checked, FOLDERS.join("\n") + "\n")
+            .map_err(|e| format!("Failed to write \"{}\": {e}", checked.display()))?;
     }
     Ok(())
 }
@@ -68,5 +78,19 @@ mod tests {
             !d.path().join("thumbs").join(MARKER).exists(),
             "not recreated"
         );
+    }
+
+    /// A first start stopped after some markers (story 19 stopped one 0.1 s
+    /// in) is no earlier start: the next one writes the rest.
+    #[test]
+    fn a_first_start_cut_short_is_finished_by_the_next() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("library")).unwrap();
+        fs::write(d.path().join("library").join(MARKER), b"first start\n").unwrap();
+        verify_or_create(d.path()).unwrap();
+        for f in FOLDERS {
+            assert!(d.path().join(f).join(MARKER).is_file(), "{f}");
+        }
+        assert!(d.path().join(CHECKED).is_file());
     }
 }
