@@ -360,8 +360,7 @@ fn tail(console: &Path) -> String {
 /// story. Restoring it takes a few seconds where a boot takes half a minute
 /// under TCG. It lives in the image's folder, so a new image drops it, and
 /// a change to the machine's arguments makes it again.
-fn saved_boot(opts: &RunOptions, img: &Path) -> Result<PathBuf> {
-    let machine = machine_args(opts, img);
+fn saved_boot(opts: &RunOptions, img: &Path, machine: &[String]) -> Result<PathBuf> {
     let id = machine.join("\n");
     let name: String = format!("{}-c{}-m{}", opts.cpu, opts.cpus, opts.mem_mb)
         .chars()
@@ -402,7 +401,7 @@ fn saved_boot(opts: &RunOptions, img: &Path) -> Result<PathBuf> {
         share: &empty,
         disks: &[],
     };
-    let mut guest = Guest::start(&machine, &backends, false)?;
+    let mut guest = Guest::start(machine, &backends, false)?;
     guest
         .wait_ready(t0 + Duration::from_secs(300), &mut || Ok(()))
         .context("booting the guest to save it")?;
@@ -436,8 +435,9 @@ pub fn run(opts: &RunOptions) -> Result<RunResult> {
         );
     }
     let img = image(false)?;
+    let machine = machine_args(opts, &img);
     let saved = if opts.restore {
-        Some(saved_boot(opts, &img)?)
+        Some(saved_boot(opts, &img, &machine)?)
     } else {
         None
     };
@@ -516,7 +516,6 @@ pub fn run(opts: &RunOptions) -> Result<RunResult> {
     let qmp_sock = work.path().join("qmp.sock");
 
     let started = Instant::now();
-    let machine = machine_args(opts, &img);
     let mut guest = Guest::start(&machine, &backends, saved.is_some())?;
     if let Some(dir) = &saved {
         guest

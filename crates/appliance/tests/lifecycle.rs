@@ -693,25 +693,35 @@ fn a_hangup_at_every_step_of_start_is_rolled_back() {
     }
     use std::os::unix::process::ExitStatusExt;
     for step in happy_start_calls() {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "a_hangup_at_every_step_of_start_is_rolled_back"])
-            .args(["--nocapture", "--test-threads=1"])
-            .env(CHILD, &step)
-            .output()
-            .unwrap();
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        let (status, said) = in_child(
+            "a_hangup_at_every_step_of_start_is_rolled_back",
+            CHILD,
+            &step,
         );
         if step == "find the drive" {
             // Before the unlock nothing has changed, and the signal keeps
             // its default action: the run ends there.
-            assert_eq!(out.status.signal(), Some(libc::SIGHUP), "{step}: {said}");
+            assert_eq!(status.signal(), Some(libc::SIGHUP), "{step}: {said}");
         } else {
-            assert!(out.status.success(), "{step}: {said}");
+            assert!(status.success(), "{step}: {said}");
         }
     }
+}
+
+/// Runs one test of this binary again in a child process with `var=value`
+/// set; returns how it ended and what it printed.
+fn in_child(test: &str, var: &str, value: &str) -> (std::process::ExitStatus, String) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(var, value)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status, said)
 }
 
 fn hangup_during(step: &str) {
@@ -869,18 +879,12 @@ fn a_hangup_at_every_step_of_init_stops_it_cleanly() {
         return;
     }
     for step in happy_init_calls() {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "a_hangup_at_every_step_of_init_stops_it_cleanly"])
-            .args(["--nocapture", "--test-threads=1"])
-            .env(CHILD, &step)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{step}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        let (status, said) = in_child(
+            "a_hangup_at_every_step_of_init_stops_it_cleanly",
+            CHILD,
+            &step,
         );
+        assert!(status.success(), "{step}: {said}");
     }
 }
 
